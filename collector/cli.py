@@ -1,0 +1,292 @@
+"""`uptime-collector`: serve, demo, migrate, report, verify-claim, presets.
+
+A user's mistake (bad config, bad input file, unknown policy) ends with one clear message on
+stderr and exit code 2; nothing is half-written and no traceback is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from collector.config import ConfigError, load_config
+
+log = logging.getLogger("uptime.collector")
+
+
+class UTCFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(UTCFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(log_level: str) -> None:
+    """Collector of a multi-agent synthetic uptime monitor: stores the agents' evidence and turns it
+    into verified outage windows and SLA reports."""
+    setup_logging(log_level.upper())
+
+
+def _load(config_path: str):
+    try:
+        return load_config(config_path)
+    except ConfigError as err:
+        fail(str(err))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+def serve(config_path: str) -> None:
+    """Run the collector: ingest API, outage evaluation, reports, /metrics."""
+    from aiohttp import web
+
+    from collector.app import create_app
+    from collector.service import CollectorState
+
+    config = _load(config_path)
+    try:
+        state = CollectorState.create(config)
+    except ConfigError as err:
+        fail(f"{config_path}: {err}")
+    app = create_app(state)
+    log.info("collector listening on http://%s:%d (database %s)", config.listen.host, config.listen.port,
+             config.database_url.split("://", 1)[0])
+    try:
+        web.run_app(app, host=config.listen.host, port=config.listen.port, print=None, access_log=None)
+    except OSError as err:
+        fail(f"cannot listen on {config.listen.host}:{config.listen.port}: {err.strerror}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("--database-url", help="Database URL (instead of --config).")
+@click.option("--downgrade", "downgrade_to", help="Downgrade to this revision instead ('base' = empty).")
+def migrate(config_path: str | None, database_url: str | None, downgrade_to: str | None) -> None:
+    """Bring the database schema up to date (the collector also does this when it starts)."""
+    from collector import migrate as migrations
+
+    if not database_url:
+        if not config_path:
+            fail("give --config PATH or --database-url URL")
+        database_url = _load(config_path).database_url
+    if downgrade_to:
+        migrations.downgrade(database_url, downgrade_to)
+        click.echo(f"downgraded to {downgrade_to}")
+    else:
+        migrations.upgrade(database_url)
+        click.echo("schema up to date")
+
+
+@main.command()
+@click.option("--duration", default=60.0, show_default=True, help="Seconds the demo runs at most.")
+def demo(duration: float) -> None:
+    """Run a self-contained demo: a collector, six agents and a target that goes down and comes back."""
+    from collector.demo import run_demo
+
+    try:
+        code = asyncio.run(run_demo(duration))
+    except KeyboardInterrupt:
+        click.echo("\ndemo stopped")
+        code = 130
+    sys.exit(code)
+
+
+@main.command()
+def presets() -> None:
+    """List the contract presets shipped with the package."""
+    from collector.rules.policy import list_presets, load_policy
+
+    for name in list_presets():
+        p = load_policy(name)
+        click.echo(f"{name:24} {', '.join(p.components):18} every {p.interval:g}s  {p.description}")
+
+
+def _resolve_policy(name: str, config_path: str | None, overrides: dict[str, Any]):
+    from collector.rules.policy import PolicyError, load_policy
+
+    if config_path:
+        from collector.service import build_live_policies
+
+        config = _load(config_path)
+        try:
+            configured = {lp.name: lp for lp in build_live_policies(config)}
+        except ConfigError as err:
+            fail(f"{config_path}: {err}")
+        if name in configured:
+            lp = configured[name]
+            policy = lp.policy.with_overrides(**overrides) if overrides else lp.policy
+            return policy, config, lp.expected_by_component
+    try:
+        return load_policy(name, **overrides), None, None
+    except PolicyError as err:
+        fail(str(err))
+
+
+def _overrides(target: float | None, commenced: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if target is not None:
+        out["target_percent"] = target
+    if commenced is not None:
+        out["commenced"] = commenced
+    return out
+
+
+def _read_inputs(results: str | None, maintenance: str | None, policy):
+    from collector.rules.offline import InputError, check_components, read_maintenance, read_results
+
+    try:
+        observations = read_results(results) if results else None
+        if observations is not None:
+            check_components(policy, observations)
+        announcements = read_maintenance(maintenance) if maintenance else []
+    except InputError as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"{err.filename}: {err.strerror}")
+    return observations, announcements
+
+
+def _emit(data: dict[str, Any], fmt: str, text_renderer, csv_renderer=None) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, default=_json_default))
+    elif fmt == "csv" and csv_renderer is not None:
+        click.echo(csv_renderer(data), nl=False)
+    else:
+        click.echo(text_renderer(data))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    raise TypeError(type(value).__name__)
+
+
+@main.command()
+@click.option("--policy", "policy_name", required=True, help="Preset name, policy YAML path, or a policy of --config.")
+@click.option("--period", required=True, help="Calendar month YYYY-MM, in the policy's time zone.")
+@click.option("--results", type=click.Path(dir_okay=False), help="JSON Lines of probe results (offline report).")
+@click.option("--maintenance", type=click.Path(dir_okay=False), help="JSON Lines of maintenance announcements.")
+@click.option("--commenced", help="When the service commenced (RFC 3339): a partial first cycle.")
+@click.option("--target", type=float, help="Target availability in percent (required where the contract lost it).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Collector config: report from its database.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+def report(policy_name, period, results, maintenance, commenced, target, config_path, fmt) -> None:
+    """SLA report for one month: availability, excluded maintenance, credit and claim deadline."""
+    from collector.rules.offline import InputError, evaluate_offline
+    from collector.rules.periods import month_bounds
+    from collector.rules.policy import PolicyError
+    from collector.rules.report import render_csv, render_text
+
+    policy, config, expected = _resolve_policy(policy_name, config_path, _overrides(target, commenced))
+    try:
+        month_bounds(period, policy.timezone)
+    except ValueError as err:
+        fail(f"--period: {err}")
+    observations, announcements = _read_inputs(results, maintenance, policy)
+    try:
+        if observations is not None:
+            data = evaluate_offline(policy, observations, period, announcements, expected_by_component=expected)
+        else:
+            if config is None:
+                fail("give --results FILE for an offline report, or --config PATH to report from the collector's database")
+            data = asyncio.run(_report_db(config, policy, period, announcements, expected))
+    except (PolicyError, InputError, ValueError) as err:
+        fail(str(err))
+    _emit(data, fmt, render_text, render_csv)
+
+
+async def _report_db(config, policy, period, announcements, expected):
+    from collector.db import make_engine, make_sessionmaker
+    from collector.reporting import report_from_db
+
+    engine = make_engine(config.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await report_from_db(session, policy, period, extra_maintenance=announcements,
+                                        expected_by_component=expected)
+    finally:
+        await engine.dispose()
+
+
+@main.command("verify-claim")
+@click.option("--policy", "policy_name", required=True, help="Preset name, policy YAML path, or a policy of --config.")
+@click.option("--start", required=True, help="Claimed outage start (RFC 3339 with offset).")
+@click.option("--end", required=True, help="Claimed outage end (RFC 3339 with offset).")
+@click.option("--results", type=click.Path(dir_okay=False), help="JSON Lines of probe results.")
+@click.option("--maintenance", type=click.Path(dir_okay=False), help="JSON Lines of maintenance announcements.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Collector config: check against its database.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def verify_claim_cmd(policy_name, start, end, results, maintenance, config_path, fmt) -> None:
+    """Check a claimed outage against the verified outage windows (Nexcess: Claimed vs Verified Outage)."""
+    from collector.reporting import claim_from_observations
+    from collector.rules.report import render_claim_text
+
+    policy, config, expected = _resolve_policy(policy_name, config_path, {})
+    claim_start = _cli_ts(start, "--start")
+    claim_end = _cli_ts(end, "--end")
+    if claim_end <= claim_start:
+        fail("--end: must be after --start")
+    observations, announcements = _read_inputs(results, maintenance, policy)
+    if observations is not None:
+        data = claim_from_observations(policy, observations, claim_start, claim_end, announcements,
+                                       expected_by_component=expected)
+    else:
+        if config is None:
+            fail("give --results FILE, or --config PATH to check against the collector's database")
+        data = asyncio.run(_claim_db(config, policy, claim_start, claim_end, announcements, expected))
+    _emit(data, fmt, render_claim_text)
+
+
+async def _claim_db(config, policy, start, end, announcements, expected):
+    from collector.db import make_engine, make_sessionmaker
+    from collector.reporting import claim_from_db
+
+    engine = make_engine(config.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await claim_from_db(session, policy, start, end, extra_maintenance=announcements,
+                                       expected_by_component=expected)
+    finally:
+        await engine.dispose()
+
+
+def _cli_ts(value: str, option: str) -> datetime:
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option}: {value!r} is not an RFC 3339 timestamp")
+    if moment.tzinfo is None:
+        fail(f"{option}: {value!r} has no UTC offset (write e.g. {value}Z)")
+    return moment.astimezone(timezone.utc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,209 @@
+"""Collector configuration: one YAML file, validated whole at start.
+
+Defaults and validation live with the types (as blackbox_exporter's config.go); unknown keys are
+errors, and every error names the key path, so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.durations import parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CHECK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
+class ConfigError(Exception):
+    """A configuration the collector refuses to start with; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentEntry(_Strict):
+    id: str = Field(pattern=AGENT_ID_PATTERN)
+    # A plaintext token is for local setups and the demo; production configs give the hash only.
+    token: str | None = Field(default=None, min_length=16)
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_token(self) -> "AgentEntry":
+        if self.token and self.token_sha256:
+            raise ValueError("give either token or token_sha256, not both")
+        return self
+
+    @property
+    def token_hash(self) -> str | None:
+        if self.token:
+            return hash_token(self.token)
+        return self.token_sha256
+
+
+class OutageRule(_Strict):
+    """The per-check rule of issue 2: a round FAILED when the quorum failed, a window when long enough."""
+
+    quorum: Literal["all", "majority", "k_of_n"] = "all"
+    k: int | None = Field(default=None, ge=1)
+    min_reporting: int = Field(default=1, ge=1)
+    min_duration: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _k_needed(self) -> "OutageRule":
+        if self.quorum == "k_of_n" and self.k is None:
+            raise ValueError("quorum k_of_n needs k")
+        return self
+
+
+class CheckEntry(BaseModel):
+    """A check as the collector knows it. Prober fields (url, host, ...) are validated by the
+    agent's own check model, so both sides accept exactly the same checks."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=CHECK_NAME_PATTERN)
+    type: Literal["http", "icmp"]
+    interval: Duration
+    agents: list[str] | None = None  # None: every configured agent
+    outage: OutageRule = OutageRule()
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("interval must be positive")
+        return v
+
+    def prober_spec(self) -> dict[str, Any]:
+        """The check as an agent receives it (GET /api/v1/assignments)."""
+        spec = self.model_dump(mode="json", exclude={"agents", "outage"})
+        spec.update(self.model_extra or {})
+        return spec
+
+
+class PolicyEntry(_Strict):
+    """A contract policy evaluated live: a preset (or policy file) applied to configured checks."""
+
+    name: str = Field(pattern=CHECK_NAME_PATTERN)
+    preset: str
+    components: list[str] | None = None
+    target_percent: float | None = Field(default=None, gt=0, le=100)
+    commenced: str | None = None
+    timezone: str | None = None
+
+
+class Evaluation(_Strict):
+    interval: Duration = 1.0
+    # How long after a slot ends the collector waits for late reports before a missing agent
+    # makes the round UNKNOWN. Later results still arrive and re-evaluate the round.
+    grace: Duration = 5.0
+
+
+class Listen(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class CollectorConfig(_Strict):
+    listen: Listen = Listen()
+    database_url: str = "sqlite+aiosqlite:///data/collector.sqlite"
+    public_reads: bool = True
+    admin_token: str | None = Field(default=None, min_length=16)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    evaluation: Evaluation = Evaluation()
+    agents: list[AgentEntry] = []
+    checks: list[CheckEntry] = []
+    policies: list[PolicyEntry] = []
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "CollectorConfig":
+        agent_ids = [a.id for a in self.agents]
+        _unique(agent_ids, "agents", "id")
+        _unique([c.name for c in self.checks], "checks", "name")
+        _unique([p.name for p in self.policies] + [c.name for c in self.checks], "policies", "name")
+        for i, check in enumerate(self.checks):
+            for agent in check.agents or []:
+                if agent not in agent_ids:
+                    raise ValueError(f"checks.{i}.agents: unknown agent {agent!r} (agents: {', '.join(agent_ids) or 'none'})")
+        return self
+
+    def agents_of(self, check: CheckEntry) -> list[str]:
+        return list(check.agents) if check.agents is not None else [a.id for a in self.agents]
+
+
+def _unique(names: list[str], section: str, key: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{section}.{i}.{key}: duplicate {name!r}")
+        seen.add(name)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> CollectorConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        config = CollectorConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err)) from None
+    _validate_prober_specs(config, source)
+    return config
+
+
+def _validate_prober_specs(config: CollectorConfig, source: str) -> None:
+    from agent.config import validate_check
+
+    for i, check in enumerate(config.checks):
+        try:
+            validate_check(check.prober_spec())
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(f"{source}: checks.{i}", err).replace(f"{source}: {source}", source)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> CollectorConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read config: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{p}: {where}not valid YAML: {getattr(err, 'problem', err)}") from None
+    return parse_config(data, str(p))

@@ -1,0 +1,113 @@
+"""Collector metrics on a registry of its own (several collectors may live in one test process).
+
+Process counters are plain prometheus-client counters; what describes the evidence (last probe per
+check and agent, open outages, agents' last contact) is yielded at scrape time by a custom
+collector from the collector's in-memory view, so a series never goes stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from collector.service import CollectorState
+
+NAMESPACE = "uptime_collector"
+
+
+@dataclass
+class LastProbe:
+    ok: bool
+    latency_ms: float | None
+    slot: datetime
+
+
+class CollectorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.results = Counter(
+            "results", "Results received from agents, by outcome.", ["outcome"],
+            namespace=NAMESPACE, registry=self.registry,
+        )
+        self.requests = Counter(
+            "ingest_requests", "Ingest requests, by HTTP status code.", ["code"],
+            namespace=NAMESPACE, registry=self.registry,
+        )
+        self.rejections = Counter(
+            "ingest_rejections", "Refused ingest requests, by reason.", ["reason"],
+            namespace=NAMESPACE, registry=self.registry,
+        )
+        self.evaluation_seconds = Histogram(
+            "evaluation_duration_seconds", "Time one evaluation tick took.",
+            namespace=NAMESPACE, registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+        )
+        self.windows = Counter(
+            "outage_events", "Outage window transitions, by kind (verified, resolved, withdrawn).",
+            ["policy", "kind"], namespace=NAMESPACE, registry=self.registry,
+        )
+
+    def attach(self, state: "CollectorState") -> None:
+        self.registry.register(_StateCollector(state))
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: "CollectorState") -> None:
+        self.state = state
+
+    def collect(self) -> Iterator:
+        success = GaugeMetricFamily(
+            f"{NAMESPACE}_probe_success", "Whether the agent's last probe of the check succeeded (1) or failed (0).",
+            labels=["check", "agent"],
+        )
+        latency = GaugeMetricFamily(
+            f"{NAMESPACE}_probe_duration_seconds", "Duration of the agent's last probe of the check.",
+            labels=["check", "agent"],
+        )
+        slot = GaugeMetricFamily(
+            f"{NAMESPACE}_probe_slot_timestamp_seconds", "Scheduled slot of the agent's last probe of the check.",
+            labels=["check", "agent"],
+        )
+        for (check, agent), probe in sorted(self.state.last_probe.items()):
+            success.add_metric([check, agent], 1.0 if probe.ok else 0.0)
+            if probe.latency_ms is not None:
+                latency.add_metric([check, agent], probe.latency_ms / 1000.0)
+            slot.add_metric([check, agent], probe.slot.timestamp())
+        yield success
+        yield latency
+        yield slot
+
+        outage = GaugeMetricFamily(
+            f"{NAMESPACE}_outage_open", "1 while a verified outage window of the policy is open.", labels=["policy"],
+        )
+        since = GaugeMetricFamily(
+            f"{NAMESPACE}_outage_start_timestamp_seconds", "Start of the policy's open outage window.", labels=["policy"],
+        )
+        for policy, start in sorted(self.state.evaluator.open_windows().items()):
+            outage.add_metric([policy], 1.0 if start is not None else 0.0)
+            if start is not None:
+                since.add_metric([policy], start.timestamp())
+        yield outage
+        yield since
+
+        seen = GaugeMetricFamily(
+            f"{NAMESPACE}_agent_last_seen_timestamp_seconds", "When the agent last reached the collector.", labels=["agent"],
+        )
+        offset = GaugeMetricFamily(
+            f"{NAMESPACE}_agent_clock_offset_seconds", "The agent's reported clock offset from the collector.", labels=["agent"],
+        )
+        for agent, contact in sorted(self.state.agent_contact.items()):
+            seen.add_metric([agent], contact.last_seen.timestamp())
+            if contact.clock_offset is not None:
+                offset.add_metric([agent], contact.clock_offset)
+        yield seen
+        yield offset
+        info = InfoMetricFamily(f"{NAMESPACE}_build", "Collector build information.")
+        info.add_metric([], {"version": self.state.version})
+        yield info

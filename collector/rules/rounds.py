@@ -1,0 +1,222 @@
+"""Rounds: per slot, each agent's verdict, each component's verdict by quorum, and the service's
+verdict by composition (issue 3, "Rounds", "Round verdict per component", "Composition").
+
+Slots are k·I since the Unix epoch; a result belongs to the slot its scheduled time falls in, so an
+agent that starts a few seconds late still lands in its slot. An agent's verdict in a slot is
+success when any of its attempts there succeeded. A slot with no reports is UNKNOWN, never UP.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Sequence
+
+from .model import ComponentRound, Observation, Round, Verdict
+from .policy import Policy
+
+__all__ = ["slot_of", "evaluate_rounds", "ObservationIndex", "component_verdict", "compose"]
+
+UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+ANONYMOUS = "?"  # a missing agent when the policy only counts its expected agents
+
+_UP, _FAILED, _UNKNOWN = Verdict.UP, Verdict.FAILED, Verdict.UNKNOWN
+
+
+def _interval_us(interval_s: float) -> int:
+    us = round(interval_s * 1_000_000)
+    if us <= 0:
+        raise ValueError(f"interval {interval_s!r} s is not positive")
+    return us
+
+
+def _to_us(ts: datetime) -> int:
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp {ts.isoformat()} has no UTC offset")
+    return (ts - EPOCH) // _US
+
+
+def _from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def slot_of(ts: datetime, interval_s: float) -> datetime:
+    """The slot `ts` falls in: floor(ts / I) · I since the Unix epoch, in exact microseconds."""
+    iu = _interval_us(interval_s)
+    us = _to_us(ts)
+    return _from_us(us - us % iu)
+
+
+def component_verdict(mode: str, failed: int, succeeded: int, missing: int, *,
+                      min_reporting: int = 1, k: int | None = None) -> Verdict:
+    """A component's verdict in one slot from counts of agents that failed, succeeded, are missing.
+
+    `all`: FAILED when every expected agent reported failure, UP when any succeeded.
+    `majority`: UNKNOWN below `min_reporting` reports, else FAILED when more than half failed.
+    `k_of_n`: FAILED when at least k failed, UP when even the missing could not make k.
+    No reports at all is UNKNOWN in every mode.
+    """
+    reporting = failed + succeeded
+    if reporting == 0:
+        return _UNKNOWN
+    if mode == "all":
+        if succeeded:
+            return _UP
+        return _FAILED if missing == 0 else _UNKNOWN
+    if mode == "majority":
+        if reporting < min_reporting:
+            return _UNKNOWN
+        return _FAILED if 2 * failed > reporting else _UP
+    if mode == "k_of_n":
+        if failed >= k:
+            return _FAILED
+        return _UP if failed + missing < k else _UNKNOWN
+    raise ValueError(f"unknown quorum mode {mode!r}")
+
+
+def compose(mode: str, verdicts: Sequence[Verdict]) -> Verdict:
+    """The service's verdict from its components' (`any`: one FAILED fails the service)."""
+    if mode == "any":
+        if _FAILED in verdicts:
+            return _FAILED
+        return _UP if all(v is _UP for v in verdicts) else _UNKNOWN
+    if all(v is _FAILED for v in verdicts):
+        return _FAILED
+    return _UP if _UP in verdicts else _UNKNOWN
+
+
+class ObservationIndex:
+    """Observations grouped once by (component, slot) -> {agent: ok}, so that rounds can be
+    evaluated over any range without another pass over the results.
+
+    Expected agents per component, first that applies: `expected_by_component` (the live
+    collector's assignments), `quorum.agents`, `quorum.expected_agents` as a count (missing agents
+    are then anonymous "?"), else the agents seen reporting that component in these observations.
+    Only the policy's components count; agents outside an explicit expected list are ignored.
+    """
+
+    def __init__(self, policy: Policy, observations: Iterable[Observation], *,
+                 expected_by_component: dict[str, list[str]] | None = None):
+        self.policy = policy
+        self.interval_us = iu = _interval_us(policy.interval)
+        components = tuple(policy.components)
+        self.components = components
+        wanted = set(components)
+        by_key: dict[tuple[str, int], dict[str, bool]] = {}
+        seen: dict[str, set[str]] = {c: set() for c in components}
+        slot_cache: dict[datetime, int] = {}
+        first = last = None
+        get_slot = slot_cache.get
+        get_group = by_key.get
+        for obs in observations:
+            comp = obs.check
+            if comp not in wanted:
+                continue
+            ts = obs.ts
+            slot = get_slot(ts)
+            if slot is None:
+                us = _to_us(ts)
+                slot = slot_cache[ts] = us - us % iu
+            agent = obs.agent
+            key = (comp, slot)
+            group = get_group(key)
+            if group is None:
+                by_key[key] = {agent: obs.ok is True}
+                seen[comp].add(agent)
+                if first is None or slot < first:
+                    first = slot
+                if last is None or slot > last:
+                    last = slot
+            elif not group.get(agent, False):
+                if agent not in group:
+                    seen[comp].add(agent)
+                group[agent] = obs.ok is True
+        self._groups = by_key
+        self.first_slot_us = first
+        self.last_slot_us = last
+
+        quorum = policy.quorum
+        self._expected: dict[str, tuple[str, ...] | int] = {}
+        for comp in components:
+            if expected_by_component is not None and comp in expected_by_component:
+                self._expected[comp] = tuple(sorted(set(expected_by_component[comp])))
+            elif quorum.agents is not None:
+                self._expected[comp] = tuple(sorted(quorum.agents))
+            elif quorum.expected_agents is not None:
+                self._expected[comp] = quorum.expected_agents
+            else:
+                self._expected[comp] = tuple(sorted(seen[comp]))
+        self._empty = {comp: self._component_round(comp, None) for comp in components}
+
+    @property
+    def first_slot(self) -> datetime | None:
+        return None if self.first_slot_us is None else _from_us(self.first_slot_us)
+
+    @property
+    def last_slot(self) -> datetime | None:
+        return None if self.last_slot_us is None else _from_us(self.last_slot_us)
+
+    def _component_round(self, comp: str, reports: dict[str, bool] | None) -> ComponentRound:
+        quorum = self.policy.quorum
+        expected = self._expected[comp]
+        if isinstance(expected, int):
+            reports = reports or {}
+            failed = tuple(sorted(a for a, ok in reports.items() if not ok))
+            succeeded = tuple(sorted(a for a, ok in reports.items() if ok))
+            missing = (ANONYMOUS,) * max(0, expected - len(reports))
+        elif not reports:
+            failed = succeeded = ()
+            missing = expected
+        else:
+            failed, succeeded, missing = [], [], []
+            for agent in expected:  # sorted, so the evidence lists are sorted too
+                ok = reports.get(agent)
+                if ok is None:
+                    missing.append(agent)
+                elif ok:
+                    succeeded.append(agent)
+                else:
+                    failed.append(agent)
+            failed, succeeded, missing = tuple(failed), tuple(succeeded), tuple(missing)
+        verdict = component_verdict(quorum.mode, len(failed), len(succeeded), len(missing),
+                                    min_reporting=quorum.min_reporting, k=quorum.k)
+        return ComponentRound(comp, verdict, failed, succeeded, missing)
+
+    def rounds_us(self, start_us: int, end_us: int) -> list[Round]:
+        """Rounds for every slot that overlaps [start_us, end_us) (microseconds since the epoch)."""
+        iu = self.interval_us
+        components = self.components
+        groups = self._groups
+        empty = self._empty
+        mode = self.policy.compose
+        single = len(components) == 1
+        cache: dict[tuple, ComponentRound] = {}
+        out: list[Round] = []
+        append = out.append
+        first = start_us - start_us % iu
+        for slot in range(first, end_us, iu):
+            parts = []
+            for comp in components:
+                reports = groups.get((comp, slot))
+                if reports is None:
+                    parts.append(empty[comp])
+                    continue
+                # rounds with the same reports share one ComponentRound (most rounds look alike)
+                key = (comp, *reports.items())
+                part = cache.get(key)
+                if part is None:
+                    part = cache[key] = self._component_round(comp, reports)
+                parts.append(part)
+            verdict = parts[0].verdict if single else compose(mode, [p.verdict for p in parts])
+            append(Round(_from_us(slot), verdict, tuple(parts)))
+        return out
+
+    def rounds(self, start: datetime, end: datetime) -> list[Round]:
+        return self.rounds_us(_to_us(start), _to_us(end))
+
+
+def evaluate_rounds(policy: Policy, observations: Iterable[Observation], start: datetime, end: datetime, *,
+                    expected_by_component: dict[str, list[str]] | None = None) -> list[Round]:
+    """A Round for every slot overlapping [start, end), UNKNOWN where nobody reported."""
+    index = ObservationIndex(policy, observations, expected_by_component=expected_by_component)
+    return index.rounds(start, end)

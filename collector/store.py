@@ -1,0 +1,160 @@
+"""Repositories: queries over the evidence and the windows. They never commit; callers own the
+transaction (one per request or job), so a batch is stored whole or not at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from collector.db import Agent, Check, OutageWindow, Result
+from collector.rules.model import Observation
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    accepted: int
+    duplicates: int
+
+
+async def sync_agents(session: AsyncSession, entries: Iterable[tuple[str, str | None]]) -> None:
+    """Make the configured agents exist with their token hashes (config is the source of truth)."""
+    now = utcnow()
+    for agent_id, token_hash in entries:
+        agent = await session.get(Agent, agent_id)
+        if agent is None:
+            session.add(Agent(id=agent_id, token_sha256=token_hash, created_at=now))
+        elif token_hash and agent.token_sha256 != token_hash:
+            agent.token_sha256 = token_hash
+            agent.revoked_at = None
+
+
+async def sync_checks(session: AsyncSession, checks: Iterable[tuple[str, str, float, dict, list[str]]]) -> None:
+    now = utcnow()
+    wanted = {}
+    for name, type_, interval, spec, agents in checks:
+        wanted[name] = Check(name=name, type=type_, interval_seconds=interval, spec=spec, agents=agents, updated_at=now)
+    existing = {c.name: c for c in (await session.scalars(select(Check))).all()}
+    for name, row in wanted.items():
+        old = existing.get(name)
+        if old is None:
+            session.add(row)
+        elif (old.type, old.interval_seconds, old.spec, old.agents) != (row.type, row.interval_seconds, row.spec, row.agents):
+            old.type, old.interval_seconds, old.spec, old.agents, old.updated_at = (
+                row.type, row.interval_seconds, row.spec, row.agents, now)
+    for name, old in existing.items():
+        if name not in wanted:
+            await session.delete(old)
+
+
+async def agent_by_token_hash(session: AsyncSession, token_hash: str) -> Agent | None:
+    return await session.scalar(select(Agent).where(Agent.token_sha256 == token_hash, Agent.revoked_at.is_(None)))
+
+
+async def touch_agent(session: AsyncSession, agent_id: str, when: datetime, clock_offset: float | None = None) -> None:
+    values: dict[str, Any] = {"last_seen": when}
+    if clock_offset is not None:
+        values["clock_offset_seconds"] = clock_offset
+    await session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
+
+
+def _insert_ignoring_duplicates(session: AsyncSession):
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    if dialect == "postgresql":
+        return postgresql.insert(Result).on_conflict_do_nothing(index_elements=["result_id"])
+    return sqlite.insert(Result).on_conflict_do_nothing(index_elements=["result_id"])
+
+
+async def insert_results(session: AsyncSession, agent_id: str, rows: Sequence[dict[str, Any]]) -> IngestOutcome:
+    """Store a batch idempotently: a result id already stored (a replayed batch) is not stored twice.
+
+    One statement for the batch; the duplicates are counted by asking which ids were there before,
+    which the unique index makes exact even when two collectors race (the loser inserts nothing)."""
+    if not rows:
+        return IngestOutcome(0, 0)
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["result_id"], row)
+    ids = list(unique)
+    before = set((await session.scalars(select(Result.result_id).where(Result.result_id.in_(ids)))).all())
+    fresh = [dict(r, agent_id=agent_id) for rid, r in unique.items() if rid not in before]
+    if fresh:
+        await session.execute(_insert_ignoring_duplicates(session), fresh)
+    return IngestOutcome(accepted=len(fresh), duplicates=len(rows) - len(fresh))
+
+
+async def load_observations(
+    session: AsyncSession, checks: Sequence[str], start: datetime, end: datetime
+) -> list[Observation]:
+    stmt = (
+        select(Result.agent_id, Result.check, Result.slot, Result.ok)
+        .where(Result.check.in_(list(checks)), Result.slot >= start, Result.slot < end)
+    )
+    return [Observation(agent=a, check=c, ts=s, ok=bool(ok)) for a, c, s, ok in (await session.execute(stmt)).all()]
+
+
+async def first_result_slot(session: AsyncSession, checks: Sequence[str]) -> datetime | None:
+    return await session.scalar(select(func.min(Result.slot)).where(Result.check.in_(list(checks))))
+
+
+async def load_windows(
+    session: AsyncSession,
+    policy: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    open_only: bool = False,
+) -> list[OutageWindow]:
+    stmt = select(OutageWindow)
+    if policy is not None:
+        stmt = stmt.where(OutageWindow.policy == policy)
+    if since is not None:
+        stmt = stmt.where((OutageWindow.end.is_(None)) | (OutageWindow.end > since))
+    if until is not None:
+        stmt = stmt.where(OutageWindow.start < until)
+    if open_only:
+        stmt = stmt.where(OutageWindow.end.is_(None))
+    stmt = stmt.order_by(OutageWindow.start, OutageWindow.policy)
+    return list((await session.scalars(stmt)).all())
+
+
+async def replace_windows(
+    session: AsyncSession, policy: str, from_: datetime, windows: Sequence[dict[str, Any]]
+) -> tuple[list[OutageWindow], list[OutageWindow]]:
+    """Replace the policy's stored windows that start at or after `from_` with `windows`.
+
+    Returns (before, after) so that the caller can tell what changed (verified, resolved, moved)."""
+    before = list(
+        (await session.scalars(
+            select(OutageWindow).where(OutageWindow.policy == policy, OutageWindow.start >= from_).order_by(OutageWindow.start)
+        )).all()
+    )
+    old = {(w.start, w.end, w.rule_hash): w for w in before}
+    new_keys = {(w["start"], w["end"], w["rule_hash"]) for w in windows}
+    after: list[OutageWindow] = []
+    for key, row in old.items():
+        if key not in new_keys:
+            await session.delete(row)
+    await session.flush()
+    now = utcnow()
+    for w in windows:
+        key = (w["start"], w["end"], w["rule_hash"])
+        row = old.get(key)
+        if row is not None:
+            if row.evidence != w["evidence"]:
+                row.evidence = w["evidence"]
+                row.updated_at = now
+            after.append(row)
+        else:
+            row = OutageWindow(policy=policy, start=w["start"], end=w["end"], rule_hash=w["rule_hash"],
+                               evidence=w["evidence"], updated_at=now)
+            session.add(row)
+            after.append(row)
+    return before, after
