@@ -110,6 +110,9 @@ def demo(duration: float) -> None:
     """Run a self-contained demo: a collector, six agents and a target that goes down and comes back."""
     from collector.demo import run_demo
 
+    # The demo narrates what happens itself; the components' own logs would repeat it.
+    logging.getLogger("agent").setLevel(logging.ERROR)
+    logging.getLogger("uptime").setLevel(logging.WARNING)
     try:
         code = asyncio.run(run_demo(duration))
     except KeyboardInterrupt:

@@ -185,13 +185,19 @@ def parse_config(data: Any, source: str = "config") -> CollectorConfig:
 
 
 def _validate_prober_specs(config: CollectorConfig, source: str) -> None:
-    from agent.config import validate_check
+    """Agents must accept what the collector hands them, so both validate with the agent's model."""
+    from agent.config import ConfigError as AgentConfigError
+    from agent.config import parse_checks
 
     for i, check in enumerate(config.checks):
         try:
-            validate_check(check.prober_spec())
-        except ValidationError as err:
-            raise ConfigError(format_validation_error(f"{source}: checks.{i}", err).replace(f"{source}: {source}", source)) from None
+            parse_checks([check.prober_spec()])
+        except AgentConfigError as err:
+            lines = []
+            for path, message in err.problems:
+                path = path.removeprefix("checks.0").lstrip(".")
+                lines.append(f"{source}: checks.{i}{'.' + path if path else ''}: {message}")
+            raise ConfigError("\n".join(lines)) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> CollectorConfig:
