@@ -61,7 +61,9 @@ class WindowEvent:
 
 
 def window_record(policy: Policy, window: Window) -> dict[str, Any]:
-    return {"start": window.start, "end": window.end, "rule_hash": policy.content_hash(), "evidence": window.to_dict()}
+    # Evidence: per round, which agents failed, succeeded or were missing (issue 3, "Evidence").
+    evidence = {"policy_hash": policy.content_hash(), "rounds": [r.to_dict() for r in window.rounds]}
+    return {"start": window.start, "end": window.end, "rule_hash": policy.content_hash(), "evidence": evidence}
 
 
 class LiveEvaluator:

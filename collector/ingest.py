@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
 ERROR_REASONS = ("dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "internal")
 
@@ -24,15 +24,16 @@ class _Strict(BaseModel):
 
 
 class ResultIn(_Strict):
-    id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    check: str = Field(min_length=1, max_length=128)
+    id: StrictStr = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    check: StrictStr = Field(min_length=1, max_length=128)
     slot: AwareDatetime
     started: AwareDatetime
-    ok: bool
-    latency_ms: float | None = Field(default=None, ge=0, le=3_600_000)
-    status_code: int | None = Field(default=None, ge=100, le=599)
+    # Strict types: a "yes" or "200" string is a client bug to report, not a value to guess.
+    ok: StrictBool
+    latency_ms: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=3_600_000)
+    status_code: StrictInt | None = Field(default=None, ge=100, le=599)
     error: Literal[ERROR_REASONS] | None = None  # type: ignore[valid-type]
-    detail: str | None = Field(default=None, max_length=500)
+    detail: StrictStr | None = Field(default=None, max_length=500)
 
     @field_validator("slot", "started")
     @classmethod
@@ -41,7 +42,7 @@ class ResultIn(_Strict):
 
 
 class ResultBatch(_Strict):
-    agent: str = Field(min_length=1, max_length=64)
+    agent: StrictStr = Field(min_length=1, max_length=64)
     results: Annotated[list[ResultIn], Field(max_length=MAX_BATCH)]
 
 

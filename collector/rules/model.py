@@ -5,6 +5,8 @@ speaks in it: period boundaries, maintenance windows, calendar and business days
 """
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -12,7 +14,7 @@ from fractions import Fraction
 
 __all__ = [
     "Verdict", "Observation", "ComponentRound", "Round", "Window", "Announcement",
-    "iso", "minutes_between", "number",
+    "iso", "minutes_between", "number", "paused_gc",
 ]
 
 UTC = timezone.utc
@@ -46,6 +48,19 @@ def number(value: Fraction | float | int | None) -> int | float | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+@contextmanager
+def paused_gc():
+    """Pause the cyclic garbage collector while building many small acyclic objects (a month of
+    results): its repeated full passes over them would cost as much as the work itself."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Verdict(str, Enum):

@@ -79,8 +79,8 @@ def compose(mode: str, verdicts: Sequence[Verdict]) -> Verdict:
     if mode == "any":
         if _FAILED in verdicts:
             return _FAILED
-        return _UP if all(v is _UP for v in verdicts) else _UNKNOWN
-    if all(v is _FAILED for v in verdicts):
+        return _UP if all(v == _UP for v in verdicts) else _UNKNOWN
+    if all(v == _FAILED for v in verdicts):
         return _FAILED
     return _UP if _UP in verdicts else _UNKNOWN
 

@@ -43,7 +43,7 @@ def find_windows(policy: Policy, rounds: Sequence[Round], *, open_tail: bool = F
             windows.append(Window(run[0].slot, end, tuple(run)))
 
     for rnd in ordered:
-        if rnd.verdict is Verdict.FAILED:
+        if rnd.verdict == Verdict.FAILED:
             if run and rnd.slot != run[-1].slot + step:
                 close(False)
                 run = []

@@ -1,0 +1,214 @@
+"""The collector's HTTP API against a real aiohttp server and a real SQLite database."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from collector.app import create_app
+from collector.config import parse_config
+from collector.service import CollectorState
+
+TOKENS = {"a1": "token-a1-0123456789", "a2": "token-a2-0123456789", "a3": "token-a3-0123456789"}
+INTERVAL = 60
+
+
+def make_state(tmp_path: Path, **extra) -> CollectorState:
+    config = parse_config(
+        {
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}",
+            "evaluation": {"interval": "1h", "grace": "5s"},
+            "agents": [{"id": a, "token": t} for a, t in TOKENS.items()],
+            "checks": [
+                {"name": "web", "type": "http", "interval": INTERVAL, "url": "http://127.0.0.1:1/",
+                 "timeout": "5s", "outage": {"quorum": "all", "min_duration": "2m"}},
+            ],
+            **extra,
+        },
+        "test",
+    )
+    return CollectorState.create(config)
+
+
+def base_slot() -> datetime:
+    now = datetime.now(timezone.utc)
+    start = now - timedelta(hours=2)
+    return start.replace(minute=0, second=0, microsecond=0)
+
+
+def result(slot: datetime, ok: bool, check: str = "web") -> dict:
+    return {
+        "id": uuid.uuid4().hex,
+        "check": check,
+        "slot": slot.isoformat(),
+        "started": (slot + timedelta(milliseconds=15)).isoformat(),
+        "ok": ok,
+        "latency_ms": 3.2 if ok else None,
+        "status_code": 200 if ok else None,
+        "error": None if ok else "connect",
+    }
+
+
+def auth(agent: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[agent]}"}
+
+
+@pytest.fixture
+async def api(tmp_path, aiohttp_client):
+    state = make_state(tmp_path)
+    client = await aiohttp_client(create_app(state))
+    client.state = state
+    return client
+
+
+async def post(client, agent: str, results: list[dict], **kw):
+    return await client.post("/api/v1/results", json={"agent": agent, "results": results}, headers=auth(agent), **kw)
+
+
+async def test_all_agents_failing_long_enough_opens_exact_window(api) -> None:
+    s0 = base_slot()
+    slots = [s0 + timedelta(minutes=i) for i in range(6)]
+    failing = {1, 2, 3}
+    for agent in TOKENS:
+        resp = await post(api, agent, [result(s, i not in failing) for i, s in enumerate(slots)])
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == {"accepted": 6, "duplicates": 0}
+    await api.state.evaluator.tick()
+    body = await (await api.get("/api/v1/outages", params={"policy": "web"})).json()
+    assert [(w["start"], w["end"]) for w in body["outages"]] == [
+        (slots[1].isoformat().replace("+00:00", "Z"), slots[4].isoformat().replace("+00:00", "Z"))
+    ]
+    assert body["outages"][0]["minutes"] == 3
+    assert body["outages"][0]["open"] is False
+
+
+async def test_one_agent_failing_never_opens_a_window(api) -> None:
+    s0 = base_slot()
+    slots = [s0 + timedelta(minutes=i) for i in range(10)]
+    for agent in TOKENS:
+        await post(api, agent, [result(s, agent != "a1") for s in slots])
+    await api.state.evaluator.tick()
+    body = await (await api.get("/api/v1/outages")).json()
+    assert body["outages"] == []
+
+
+async def test_two_failed_rounds_do_not_reach_a_three_minute_rule_but_three_do(tmp_path, aiohttp_client) -> None:
+    state = make_state(tmp_path)
+    state.evaluator.policies[0].policy = state.evaluator.policies[0].policy.with_overrides(min_duration=180)
+    client = await aiohttp_client(create_app(state))
+    s0 = base_slot()
+    for agent in TOKENS:
+        await post(client, agent, [result(s0 + timedelta(minutes=i), i not in (1, 2)) for i in range(5)])
+        await post(client, agent, [result(s0 + timedelta(minutes=i), i not in (6, 7, 8)) for i in range(5, 10)])
+    await state.evaluator.tick()
+    body = await (await client.get("/api/v1/outages")).json()
+    assert [w["start"] for w in body["outages"]] == [(s0 + timedelta(minutes=6)).isoformat().replace("+00:00", "Z")]
+
+
+async def test_replayed_batch_is_stored_once(api) -> None:
+    batch = [result(base_slot() + timedelta(minutes=i), True) for i in range(3)]
+    first = await post(api, "a1", batch)
+    again = await post(api, "a1", batch)
+    assert await first.json() == {"accepted": 3, "duplicates": 0}
+    assert await again.json() == {"accepted": 0, "duplicates": 3}
+    metrics = await (await api.get("/metrics")).text()
+    assert 'uptime_collector_results_total{outcome="duplicate"} 3.0' in metrics
+    assert 'uptime_collector_results_total{outcome="accepted"} 3.0' in metrics
+
+
+async def test_late_results_change_the_verdict_of_past_rounds(api) -> None:
+    s0 = base_slot()
+    slots = [s0 + timedelta(minutes=i) for i in range(5)]
+    for agent in ("a1", "a2"):
+        await post(api, agent, [result(s, False) for s in slots])
+    await api.state.evaluator.tick()
+    # a3 has not reported: the rounds are UNKNOWN, never an outage and never up.
+    assert (await (await api.get("/api/v1/outages")).json())["outages"] == []
+    await post(api, "a3", [result(s, False) for s in reversed(slots)])
+    await api.state.evaluator.tick()
+    windows = (await (await api.get("/api/v1/outages")).json())["outages"]
+    assert [(w["start"], w["minutes"]) for w in windows] == [(slots[0].isoformat().replace("+00:00", "Z"), 5)]
+
+
+async def test_metrics_show_last_probe_per_check_and_agent(api) -> None:
+    s0 = base_slot()
+    await post(api, "a1", [result(s0, True), result(s0 + timedelta(minutes=1), False)])
+    text = await (await api.get("/metrics")).text()
+    assert 'uptime_collector_probe_success{agent="a1",check="web"} 0.0' in text
+    assert 'uptime_collector_outage_open{policy="web"}' in text
+    assert "uptime_collector_agent_last_seen_timestamp_seconds{agent=\"a1\"}" in text
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "message"),
+    [
+        (lambda b: b["results"][0].update(slot="2026-11-01T00:00:00"), 422, "results[0].slot"),
+        (lambda b: b["results"][0].update(check="nope"), 422, "results[0].check: unknown check 'nope'"),
+        (lambda b: b["results"][0].update(ok="yes"), 422, "results[0].ok"),
+        (lambda b: b["results"][0].update(error="boom"), 422, "results[0].error"),
+        (lambda b: b["results"][0].update(extra=1), 422, "results[0].extra: unknown field"),
+        (lambda b: b["results"][0].update(slot="2999-01-01T00:00:00Z"), 422, "lies in the future"),
+        (lambda b: b.update(agent="a2"), 403, "this token belongs to 'a1', not 'a2'"),
+        (lambda b: b.pop("results"), 422, "results: Field required"),
+    ],
+)
+async def test_bad_batches_are_refused_whole_with_the_field_named(api, mutate, status, message) -> None:
+    body = {"agent": "a1", "results": [result(base_slot() + timedelta(minutes=1), True), result(base_slot(), True)]}
+    mutate(body)
+    resp = await api.post("/api/v1/results", json=body, headers=auth("a1"))
+    assert resp.status == status
+    assert message in (await resp.json())["error"]
+    # nothing of a refused batch is stored
+    ok = await post(api, "a1", [result(base_slot() + timedelta(minutes=30), True)])
+    assert (await ok.json())["accepted"] == 1
+    text = await (await api.get("/metrics")).text()
+    assert 'uptime_collector_results_total{outcome="accepted"} 1.0' in text
+
+
+async def test_tokens_and_bodies(api) -> None:
+    body = {"agent": "a1", "results": [result(base_slot(), True)]}
+    assert (await api.post("/api/v1/results", json=body)).status == 401
+    bad = await api.post("/api/v1/results", json=body, headers={"Authorization": "Bearer wrong-token-000000"})
+    assert bad.status == 401
+    not_json = await api.post("/api/v1/results", data=b"{nope", headers=auth("a1"))
+    assert not_json.status == 400
+    assert "not JSON" in (await not_json.json())["error"]
+    gz = await api.post("/api/v1/results", data=gzip.compress(json.dumps(body).encode()),
+                        headers={**auth("a1"), "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert gz.status == 200
+    assert (await gz.json())["accepted"] == 1
+
+
+async def test_oversized_body_is_refused(tmp_path, aiohttp_client) -> None:
+    state = make_state(tmp_path, max_body_bytes=2048)
+    client = await aiohttp_client(create_app(state))
+    body = {"agent": "a1", "results": [result(base_slot() + timedelta(minutes=i), True) for i in range(40)]}
+    resp = await client.post("/api/v1/results", json=body, headers=auth("a1"))
+    assert resp.status == 413
+
+
+async def test_assignments_with_etag(api) -> None:
+    resp = await api.get("/api/v1/assignments", headers=auth("a2"))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["agent"] == "a2"
+    assert [c["name"] for c in body["checks"]] == ["web"]
+    assert "outage" not in body["checks"][0]
+    again = await api.get("/api/v1/assignments", headers={**auth("a2"), "If-None-Match": resp.headers["ETag"]})
+    assert again.status == 304
+
+
+async def test_bad_query_parameters_get_400(api) -> None:
+    resp = await api.get("/api/v1/outages", params={"since": "yesterday"})
+    assert resp.status == 400
+    assert "'since'" in (await resp.json())["error"]
+    resp = await api.get("/api/v1/outages", params={"policy": "nope"})
+    assert resp.status == 404
+    resp = await api.get("/api/v1/reports/web", params={"period": "2026-13"})
+    assert resp.status == 400
+    assert "period" in (await resp.json())["error"]
