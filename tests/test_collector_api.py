@@ -6,7 +6,6 @@ import gzip
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,10 @@ TOKENS = {"a1": "token-a1-0123456789", "a2": "token-a2-0123456789", "a3": "token
 INTERVAL = 60
 
 
-def make_state(tmp_path: Path, **extra) -> CollectorState:
+def make_state(database_url: str, **extra) -> CollectorState:
     config = parse_config(
         {
-            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}",
+            "database_url": database_url,
             "evaluation": {"interval": "1h", "grace": "5s"},
             "agents": [{"id": a, "token": t} for a, t in TOKENS.items()],
             "checks": [
@@ -59,8 +58,8 @@ def auth(agent: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def api(tmp_path, aiohttp_client):
-    state = make_state(tmp_path)
+async def api(database_url, aiohttp_client):
+    state = make_state(database_url)
     client = await aiohttp_client(create_app(state))
     client.state = state
     return client
@@ -97,8 +96,8 @@ async def test_one_agent_failing_never_opens_a_window(api) -> None:
     assert body["outages"] == []
 
 
-async def test_two_failed_rounds_do_not_reach_a_three_minute_rule_but_three_do(tmp_path, aiohttp_client) -> None:
-    state = make_state(tmp_path)
+async def test_two_failed_rounds_do_not_reach_a_three_minute_rule_but_three_do(database_url, aiohttp_client) -> None:
+    state = make_state(database_url)
     state.evaluator.policies[0].policy = state.evaluator.policies[0].policy.with_overrides(min_duration=180)
     client = await aiohttp_client(create_app(state))
     s0 = base_slot()
@@ -185,7 +184,7 @@ async def test_tokens_and_bodies(api) -> None:
 
 
 async def test_oversized_body_is_refused(tmp_path, aiohttp_client) -> None:
-    state = make_state(tmp_path, max_body_bytes=2048)
+    state = make_state(f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}", max_body_bytes=2048)
     client = await aiohttp_client(create_app(state))
     body = {"agent": "a1", "results": [result(base_slot() + timedelta(minutes=i), True) for i in range(40)]}
     resp = await client.post("/api/v1/results", json=body, headers=auth("a1"))
