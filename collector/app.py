@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
+import secrets
 import json
 import logging
 from datetime import datetime, timezone
@@ -13,14 +15,15 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from collector import store
-from collector.config import hash_token
+from collector.config import AGENT_ID_PATTERN, hash_token
 from collector.ingest import Heartbeat, RequestError, check_batch, describe, parse_batch
 from collector.migrate import upgrade_async
+from collector.ratelimit import RateLimiter
 from collector.rules.offline import InputError
 from collector.rules.periods import month_bounds
 from collector.rules.policy import PolicyError
@@ -29,6 +32,7 @@ from collector.service import AgentContact, CollectorState
 log = logging.getLogger("uptime.collector.http")
 
 STATE = web.AppKey("state", CollectorState)
+LIMITER = web.AppKey("limiter", RateLimiter)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -46,7 +50,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     try:
         return await handler(request)
     except RequestError as err:
-        return _json({"error": err.message, **err.extra}, status=err.status)
+        headers = {"Retry-After": str(max(1, round(err.extra["retry_after_seconds"])))} if err.status == 429 else None
+        return _json({"error": err.message, **err.extra}, status=err.status, headers=headers)
     except (PolicyError, InputError, ValueError) as err:
         # A user's input that the rules core refused: a 4xx naming what is wrong, never a 500.
         return _json({"error": str(err)}, status=400)
@@ -71,6 +76,8 @@ def _parse_ts(value: str | None, field: str) -> datetime | None:
 
 
 async def _agent_from_token(request: web.Request) -> str:
+    """The agent a bearer token belongs to (looked up on every request, so a revocation takes
+    effect at once), after that agent's rate limit."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -81,6 +88,11 @@ async def _agent_from_token(request: web.Request) -> str:
     if agent is None:
         state.metrics.rejections.labels("token").inc()
         raise RequestError("unknown or revoked token", 401)
+    allowed, wait = request.app[LIMITER].allow(agent.id)
+    if not allowed:
+        state.metrics.rejections.labels("rate_limit").inc()
+        raise RequestError(f"rate limit of agent {agent.id!r} exceeded; retry later", 429,
+                           retry_after_seconds=round(wait, 3))
     return agent.id
 
 
@@ -278,16 +290,105 @@ async def get_healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
+class MaintenanceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str = Field(min_length=1, max_length=128)
+    kind: str = Field(min_length=1, max_length=32)
+    announced: AwareDatetime
+    start: AwareDatetime
+    end: AwareDatetime
+    note: str = Field(default="", max_length=2000)
+
+
+async def post_maintenance(request: web.Request) -> web.Response:
+    """Announce maintenance for a policy (admin). It is judged against the contract's rules in
+    every report; a kind the policy does not accept is refused here already."""
+    _require_admin(request)
+    state = request.app[STATE]
+    try:
+        m = MaintenanceIn.model_validate(await _read_json(request))
+    except ValidationError as err:
+        raise RequestError(describe(err), 422) from None
+    policy = _policy(request, m.policy)
+    if m.kind not in policy.maintenance:
+        accepted = ", ".join(sorted(policy.maintenance)) or "none"
+        raise RequestError(f"kind: policy {m.policy!r} accepts no maintenance of kind {m.kind!r} (accepted: {accepted})", 422)
+    if m.end <= m.start:
+        raise RequestError("end: must be after start", 422)
+    utc = timezone.utc
+    async with state.sessionmaker() as session:
+        row = await store.add_maintenance(session, m.policy, m.kind, m.announced.astimezone(utc),
+                                          m.start.astimezone(utc), m.end.astimezone(utc), m.note)
+        await session.commit()
+    return _json({"id": row.id, "policy": row.policy, "kind": row.kind, "announced": row.announced,
+                  "start": row.start, "end": row.end, "note": row.note}, status=201)
+
+
+async def get_maintenance(request: web.Request) -> web.Response:
+    _require_read(request)
+    from collector.reporting import load_maintenance
+
+    state = request.app[STATE]
+    policy = _policy(request, request.query.get("policy", ""))
+    async with state.sessionmaker() as session:
+        rows = await load_maintenance(session, policy.name)
+    return _json({"maintenance": [r.to_dict() for r in rows]})
+
+
+async def post_agent(request: web.Request) -> web.Response:
+    """Register an agent or give it a new token (admin); the token is in this answer only."""
+    _require_admin(request)
+    state = request.app[STATE]
+    body = await _read_json(request)
+    agent_id = body.get("id") if isinstance(body, dict) else None
+    if not isinstance(agent_id, str) or not re.match(AGENT_ID_PATTERN, agent_id):
+        raise RequestError("id: an agent id of 1-64 characters A-Z a-z 0-9 . _ - is required", 422)
+    token = secrets.token_urlsafe(32)
+    async with state.sessionmaker() as session:
+        new = await store.register_agent(session, agent_id, hash_token(token))
+        await session.commit()
+    return _json({"id": agent_id, "token": token, "new": new}, status=201)
+
+
+async def delete_agent(request: web.Request) -> web.Response:
+    _require_admin(request)
+    state = request.app[STATE]
+    agent_id = request.match_info["agent"]
+    async with state.sessionmaker() as session:
+        found = await store.revoke_agent(session, agent_id)
+        await session.commit()
+    if not found:
+        raise RequestError(f"unknown agent {agent_id!r}", 404)
+    return _json({"id": agent_id, "revoked": True})
+
+
+async def get_agents(request: web.Request) -> web.Response:
+    _require_read(request)
+    state = request.app[STATE]
+    async with state.sessionmaker() as session:
+        rows = await store.list_agents(session)
+    return _json({"agents": [
+        {"id": a.id, "active": a.revoked_at is None and a.token_sha256 is not None, "last_seen": a.last_seen,
+         "clock_offset_seconds": a.clock_offset_seconds} for a in rows]})
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/results", post_results)
     app.router.add_post("/api/v1/heartbeat", post_heartbeat)
     app.router.add_get("/api/v1/assignments", get_assignments)
     app.router.add_get("/api/v1/outages", get_outages)
     app.router.add_get("/api/v1/policies", get_policies)
+    app.router.add_post("/api/v1/maintenance", post_maintenance)
+    app.router.add_get("/api/v1/maintenance", get_maintenance)
+    app.router.add_get("/api/v1/agents", get_agents)
+    app.router.add_post("/api/v1/agents", post_agent)
+    app.router.add_delete("/api/v1/agents/{agent}", delete_agent)
     app.router.add_get("/api/v1/reports/{policy}", get_report)
     app.router.add_get("/api/v1/claims/verify", get_claim)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", get_healthz)
+    from collector.status import setup_status_routes; setup_status_routes(app)  # noqa: E702
 
 
 async def _lifecycle(app: web.Application):
@@ -313,6 +414,7 @@ async def _lifecycle(app: web.Application):
 def create_app(state: CollectorState) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=state.config.max_body_bytes)
     app[STATE] = state
+    app[LIMITER] = RateLimiter(state.config.rate_limit.requests_per_second, state.config.rate_limit.burst)
     setup_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app

@@ -121,6 +121,83 @@ def demo(duration: float) -> None:
     sys.exit(code)
 
 
+@main.group()
+def agents() -> None:
+    """Register, list and revoke agents (each has its own token; only its hash is stored)."""
+
+
+def _database_of(config_path: str) -> str:
+    return _load(config_path).database_url
+
+
+async def _with_session(database_url: str, work):
+    from collector.db import make_engine, make_sessionmaker
+    from collector.migrate import upgrade_async
+
+    await upgrade_async(database_url)
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            result = await work(session)
+            await session.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+@agents.command("add")
+@click.argument("name")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+def agents_add(name: str, config_path: str) -> None:
+    """Register NAME (or give it a new token) and print the token once."""
+    import re
+    import secrets
+
+    from collector import store
+    from collector.config import AGENT_ID_PATTERN, hash_token
+
+    if not re.match(AGENT_ID_PATTERN, name):
+        fail(f"NAME: invalid agent id {name!r}: use 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")
+    config = _load(config_path)
+    token = secrets.token_urlsafe(32)
+    new = asyncio.run(_with_session(config.database_url, lambda s: store.register_agent(s, name, hash_token(token))))
+    click.echo(token)
+    click.echo(f"{'registered' if new else 'new token for'} agent {name}; this token is shown only once.", err=True)
+    if name not in {a.id for a in config.agents}:
+        click.echo(f"note: {name} is not listed under agents: in {config_path}; add it there so that checks expect it.", err=True)
+
+
+@agents.command("revoke")
+@click.argument("name")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+def agents_revoke(name: str, config_path: str) -> None:
+    """Revoke NAME's token at once; its stored results remain as evidence."""
+    from collector import store
+
+    found = asyncio.run(_with_session(_database_of(config_path), lambda s: store.revoke_agent(s, name)))
+    if not found:
+        fail(f"NAME: no agent {name!r} is registered")
+    click.echo(f"revoked agent {name}")
+
+
+@agents.command("list")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def agents_list(config_path: str, fmt: str) -> None:
+    """List registered agents with their last contact and clock offset."""
+    from collector import store
+
+    rows = asyncio.run(_with_session(_database_of(config_path), store.list_agents))
+    data = [{"id": a.id, "active": a.revoked_at is None and a.token_sha256 is not None,
+             "last_seen": a.last_seen, "clock_offset_seconds": a.clock_offset_seconds} for a in rows]
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, default=_json_default))
+        return
+    for a in data:
+        seen = _json_default(a["last_seen"]) if a["last_seen"] else "never"
+        click.echo(f"{a['id']:16} {'active' if a['active'] else 'revoked':8} last seen {seen}")
+
+
 @main.command()
 def presets() -> None:
     """List the contract presets shipped with the package."""

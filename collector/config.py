@@ -116,6 +116,13 @@ class Evaluation(_Strict):
     grace: Duration = 5.0
 
 
+class RateLimit(_Strict):
+    # An agent ships a batch about once a second and a heartbeat every few; 20/s with a burst of
+    # 100 leaves room for a spool replay after an outage while stopping a flood.
+    requests_per_second: float = Field(default=20.0, gt=0)
+    burst: int = Field(default=100, ge=1)
+
+
 class Listen(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -128,6 +135,7 @@ class CollectorConfig(_Strict):
     admin_token: str | None = Field(default=None, min_length=16)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     evaluation: Evaluation = Evaluation()
+    rate_limit: RateLimit = RateLimit()
     agents: list[AgentEntry] = []
     checks: list[CheckEntry] = []
     policies: list[PolicyEntry] = []

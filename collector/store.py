@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from collector.db import Agent, Check, OutageWindow, Result
+from collector.db import Agent, Check, Maintenance, OutageWindow, Result
 from collector.rules.model import Observation
 
 
@@ -26,7 +26,10 @@ class IngestOutcome:
 
 
 async def sync_agents(session: AsyncSession, entries: Iterable[tuple[str, str | None]]) -> None:
-    """Make the configured agents exist with their token hashes (config is the source of truth)."""
+    """Make the configured agents exist with their token hashes.
+
+    A token revoked with `agents revoke` stays revoked across restarts even while the config still
+    names it; writing a new token into the config (a rotation) makes the agent active again."""
     now = utcnow()
     for agent_id, token_hash in entries:
         agent = await session.get(Agent, agent_id)
@@ -53,6 +56,39 @@ async def sync_checks(session: AsyncSession, checks: Iterable[tuple[str, str, fl
     for name, old in existing.items():
         if name not in wanted:
             await session.delete(old)
+
+
+async def register_agent(session: AsyncSession, agent_id: str, token_hash: str) -> bool:
+    """Give an agent a new token (registering it if new). Returns True if the agent was new."""
+    now = utcnow()
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        session.add(Agent(id=agent_id, token_sha256=token_hash, created_at=now))
+        return True
+    agent.token_sha256 = token_hash
+    agent.revoked_at = None
+    return False
+
+
+async def revoke_agent(session: AsyncSession, agent_id: str) -> bool:
+    """Revoke the agent's token; its results stay (they are evidence). False if unknown."""
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        return False
+    agent.revoked_at = utcnow()
+    return True
+
+
+async def list_agents(session: AsyncSession) -> list[Agent]:
+    return list((await session.scalars(select(Agent).order_by(Agent.id))).all())
+
+
+async def add_maintenance(session: AsyncSession, policy: str, kind: str, announced: datetime, start: datetime,
+                          end: datetime, note: str) -> Maintenance:
+    row = Maintenance(policy=policy, kind=kind, announced=announced, start=start, end=end, note=note, created_at=utcnow())
+    session.add(row)
+    await session.flush()
+    return row
 
 
 async def agent_by_token_hash(session: AsyncSession, token_hash: str) -> Agent | None:

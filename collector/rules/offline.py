@@ -43,7 +43,8 @@ class InputError(ValueError):
         super().__init__(where + message)
 
 
-def _lines(path_or_lines) -> tuple[str, Iterable[str], object]:
+def _lines(path_or_lines) -> tuple[str, Iterable[str]]:
+    """(name for messages, lines) from a path or an iterable of lines."""
     if isinstance(path_or_lines, (str, Path)):
         path = Path(path_or_lines)
         try:
@@ -52,9 +53,9 @@ def _lines(path_or_lines) -> tuple[str, Iterable[str], object]:
             raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
         except UnicodeDecodeError as exc:
             raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=str(path)) from None
-        return path.name, text.splitlines(), None
+        return path.name, text.splitlines()
     name = getattr(path_or_lines, "name", None)
-    return (Path(name).name if isinstance(name, str) else "<input>"), path_or_lines, None
+    return (Path(name).name if isinstance(name, str) else "<input>"), path_or_lines
 
 
 def _timestamp(text, cache: dict, file: str, line: int, field: str) -> datetime:
@@ -143,7 +144,7 @@ def read_results(path_or_lines, *, components: Sequence[str] | None = None) -> l
 
     With `components`, a check that is not one of them is an error at its line.
     """
-    file, lines, handle = _lines(path_or_lines)
+    file, lines = _lines(path_or_lines)
     cache: dict[str, datetime] = {}
     accepted = set(components) if components is not None else None
     out: list[Observation] = []
@@ -173,33 +174,31 @@ def read_results(path_or_lines, *, components: Sequence[str] | None = None) -> l
     return out
 
 
-def read_maintenance(path_or_lines) -> list[Announcement]:
-    """Announcements from JSON Lines: kind, announced, start, end (RFC 3339 with offsets), note."""
-    file, lines, handle = _lines(path_or_lines)
+def read_maintenance(path_or_lines, *, kinds: Sequence[str] | None = None) -> list[Announcement]:
+    """Announcements from JSON Lines: kind, announced, start, end (RFC 3339 with offsets), note.
+
+    With `kinds` (the policy's maintenance kinds), another kind is an error at its line.
+    """
+    file, lines = _lines(path_or_lines)
     cache: dict[str, datetime] = {}
     out: list[Announcement] = []
-    try:
-        for number, obj in _parsed(lines, file):
-            for field in ("kind", "announced", "start", "end"):
-                if field not in obj:
-                    raise InputError("missing", file=file, line=number, field=field)
-            unknown = set(obj) - {"kind", "announced", "start", "end", "note"}
-            if unknown:
-                raise InputError(f"unknown field (accepted: kind, announced, start, end, note)", file=file,
-                                 line=number, field=sorted(unknown)[0])
-            kind, note = obj["kind"], obj.get("note") or ""
-            if not isinstance(kind, str) or not kind:
-                raise InputError(f"expected a maintenance kind, got {json.dumps(kind)}", file=file, line=number,
-                                 field="kind")
-            if not isinstance(note, str):
-                raise InputError(f"expected a string, got {json.dumps(note)}", file=file, line=number, field="note")
-            announced, start, end = (_timestamp(obj[f], cache, file, number, f) for f in ("announced", "start", "end"))
-            if end < start:
-                raise InputError(f"end {obj['end']} is before start {obj['start']}", file=file, line=number, field="end")
-            out.append(Announcement(kind, announced, start, end, note))
-    finally:
-        if handle is not None:
-            handle.close()
+    for number, obj in _parsed(lines, file):
+        for field in ("kind", "announced", "start", "end"):
+            if field not in obj:
+                raise InputError("missing", file=file, line=number, field=field)
+        kind, note = obj["kind"], obj.get("note") or ""
+        if not isinstance(kind, str) or not kind:
+            raise InputError(f"expected a maintenance kind, got {json.dumps(kind)}", file=file, line=number,
+                             field="kind")
+        if kinds is not None and kind not in kinds:
+            raise InputError(f"maintenance kind {kind!r} is not accepted (accepted kinds: "
+                             f"{', '.join(kinds) or 'none'})", file=file, line=number, field="kind")
+        if not isinstance(note, str):
+            raise InputError(f"expected a string, got {json.dumps(note)}", file=file, line=number, field="note")
+        announced, start, end = (_timestamp(obj[f], cache, file, number, f) for f in ("announced", "start", "end"))
+        if end < start:
+            raise InputError(f"end {obj['end']} is before start {obj['start']}", file=file, line=number, field="end")
+        out.append(Announcement(kind, announced, start, end, note))
     return out
 
 

@@ -308,7 +308,7 @@ class Policy(_Strict):
             raise PolicyError(
                 f"policy '{self.name}': the contract page lost the availability number this policy "
                 "needs, so there is no target to measure against; set `target_percent` (for example a "
-                f"YAML file with `preset: {self.name}` and `target_percent: 99.9`, or --target)")
+                f"YAML file with `preset: {self.name}` and `target_percent: 99.9`)")
         return self.target_percent
 
 

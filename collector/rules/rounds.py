@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
-from .model import ComponentRound, Observation, Round, Verdict
+from .model import ComponentRound, Observation, Round, Verdict, paused_gc
 from .policy import Policy
 
 __all__ = ["slot_of", "evaluate_rounds", "ObservationIndex", "component_verdict", "compose"]
@@ -85,6 +85,36 @@ def compose(mode: str, verdicts: Sequence[Verdict]) -> Verdict:
     return _UP if _UP in verdicts else _UNKNOWN
 
 
+def _group(observations: Iterable[Observation], components: tuple[str, ...], iu: int):
+    """One pass: {(component, slot_us): {agent: ok}} (an agent's success in a slot wins), the
+    agents seen per component, and the first and last slot with any report."""
+    wanted = set(components)
+    by_key: dict[tuple[str, int], dict[str, bool]] = {}
+    seen: dict[str, set[str]] = {c: set() for c in components}
+    slot_cache: dict[datetime, int] = {}
+    get_slot = slot_cache.get
+    get_group = by_key.get
+    for obs in observations:
+        comp = obs.check
+        if comp not in wanted:
+            continue
+        ts = obs.ts
+        slot = get_slot(ts)
+        if slot is None:
+            us = _to_us(ts)
+            slot = slot_cache[ts] = us - us % iu
+        key = (comp, slot)
+        group = get_group(key)
+        if group is None:
+            by_key[key] = {obs.agent: obs.ok is True}
+        else:
+            group[obs.agent] = obs.ok is True
+    for (comp, _slot), group in by_key.items():
+        seen[comp].update(group)
+    slots = [slot for _comp, slot in by_key]
+    return by_key, seen, (min(slots) if slots else None), (max(slots) if slots else None)
+
+
 class ObservationIndex:
     """Observations grouped once by (component, slot) -> {agent: ok}, so that rounds can be
     evaluated over any range without another pass over the results.
@@ -101,39 +131,8 @@ class ObservationIndex:
         self.interval_us = iu = _interval_us(policy.interval)
         components = tuple(policy.components)
         self.components = components
-        wanted = set(components)
-        by_key: dict[tuple[str, int], dict[str, bool]] = {}
-        seen: dict[str, set[str]] = {c: set() for c in components}
-        slot_cache: dict[datetime, int] = {}
-        first = last = None
-        get_slot = slot_cache.get
-        get_group = by_key.get
-        for obs in observations:
-            comp = obs.check
-            if comp not in wanted:
-                continue
-            ts = obs.ts
-            slot = get_slot(ts)
-            if slot is None:
-                us = _to_us(ts)
-                slot = slot_cache[ts] = us - us % iu
-            agent = obs.agent
-            key = (comp, slot)
-            group = get_group(key)
-            if group is None:
-                by_key[key] = {agent: obs.ok is True}
-                seen[comp].add(agent)
-                if first is None or slot < first:
-                    first = slot
-                if last is None or slot > last:
-                    last = slot
-            elif not group.get(agent, False):
-                if agent not in group:
-                    seen[comp].add(agent)
-                group[agent] = obs.ok is True
-        self._groups = by_key
-        self.first_slot_us = first
-        self.last_slot_us = last
+        with paused_gc():
+            self._groups, seen, self.first_slot_us, self.last_slot_us = _group(observations, components, iu)
 
         quorum = policy.quorum
         self._expected: dict[str, tuple[str, ...] | int] = {}
@@ -185,15 +184,21 @@ class ObservationIndex:
     def rounds_us(self, start_us: int, end_us: int) -> list[Round]:
         """Rounds for every slot that overlaps [start_us, end_us) (microseconds since the epoch)."""
         iu = self.interval_us
+        cache: dict[tuple, ComponentRound] = {}
+        out: list[Round] = []
+        append = out.append
+        first = start_us - start_us % iu
+        with paused_gc():
+            self._fill(first, end_us, cache, append)
+        return out
+
+    def _fill(self, first: int, end_us: int, cache: dict, append) -> None:
+        iu = self.interval_us
         components = self.components
         groups = self._groups
         empty = self._empty
         mode = self.policy.compose
         single = len(components) == 1
-        cache: dict[tuple, ComponentRound] = {}
-        out: list[Round] = []
-        append = out.append
-        first = start_us - start_us % iu
         for slot in range(first, end_us, iu):
             parts = []
             for comp in components:
@@ -209,7 +214,6 @@ class ObservationIndex:
                 parts.append(part)
             verdict = parts[0].verdict if single else compose(mode, [p.verdict for p in parts])
             append(Round(_from_us(slot), verdict, tuple(parts)))
-        return out
 
     def rounds(self, start: datetime, end: datetime) -> list[Round]:
         return self.rounds_us(_to_us(start), _to_us(end))

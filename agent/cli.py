@@ -1,0 +1,140 @@
+"""`uptime-agent`: run an agent, or check its configuration.
+
+Configuration problems print `<file>: <key path>: <what is wrong>` and exit with status 2,
+without a traceback.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from agent.config import ENV_AGENT_ID, ConfigError, load_config, read_config_file
+from agent.durations import format_duration, format_size
+
+EXIT_CONFIG = 2  # like a usage error: the operator must fix the input
+EXIT_RUNTIME = 1
+
+log = logging.getLogger("agent")
+
+
+@click.group(name="uptime-agent", context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Probe agent of the uptime monitor: probes checks on aligned slots and ships the results."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--id", "agent_id", help="agent id (overrides env UPTIME_AGENT_ID and agent.id)")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def run(config_path: str, agent_id: str | None, log_level: str) -> None:
+    """Run the agent until Ctrl-C or SIGTERM."""
+    _setup_logging(log_level)
+    config = _load_or_exit(config_path, agent_id)
+    try:
+        asyncio.run(_run(config))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        pass
+    except ConfigError as exc:
+        click.echo(exc.with_source(config_path).render(), err=True)
+        sys.exit(EXIT_CONFIG)
+    except OSError as exc:  # e.g. the metrics port is taken, the spool directory is not writable
+        log.error("cannot start: %s", exc)
+        sys.exit(EXIT_RUNTIME)
+
+
+async def _run(config) -> None:
+    from agent.runner import Agent
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    agent = Agent(config)
+    await agent.start()
+    try:
+        await stop.wait()
+        log.info("stopping (signal received)")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await agent.stop()
+
+
+@main.command("check-config")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--id", "agent_id", help="agent id, as `run --id` would get it")
+def check_config(config_path: str, agent_id: str | None) -> None:
+    """Validate a config file and print what the agent would do."""
+    config = _read_or_exit(config_path)
+    from agent.config import resolve
+
+    try:
+        resolve(config, agent_id=agent_id)
+        runtime_problem = None
+    except ConfigError as exc:
+        runtime_problem = exc
+    click.echo(f"{config_path}: OK")
+    agent_id_text = agent_id or os.environ.get(ENV_AGENT_ID) or config.agent.id or "(not set)"
+    click.echo(f"agent:     {agent_id_text}")
+    click.echo(f"collector: {config.collector.url} (batch {config.collector.batch_size}, "
+               f"flush {format_duration(config.collector.flush_interval)}, "
+               f"heartbeat {format_duration(config.collector.heartbeat_interval)})")
+    click.echo(f"metrics:   {config.metrics.listen or 'off'}")
+    click.echo(f"spool:     {config.spool.path} (max {format_size(config.spool.max_bytes)}, "
+               f"{format_duration(config.spool.max_age)})")
+    if not config.checks:
+        click.echo(f"checks:    from the collector, GET {config.collector.url}/api/v1/assignments "
+                   f"every {format_duration(config.collector.assignments_interval)}")
+    else:
+        click.echo(f"checks:    {len(config.checks)} local")
+        for check in config.checks:
+            target = check.url if check.type == "http" else check.host
+            extra = f"{check.method} " if check.type == "http" else f"count {check.count}, "
+            click.echo(f"  {check.name:<20} {check.type:<5} every {format_duration(check.interval):<6} "
+                       f"timeout {format_duration(check.timeout):<6} {extra}{target}")
+    if runtime_problem is not None:
+        click.echo("to run, still needed:", err=True)
+        for path, message in runtime_problem.problems:
+            click.echo(f"  {path}: {message}", err=True)
+
+
+def _read_or_exit(path: str):
+    try:
+        return read_config_file(path)
+    except ConfigError as exc:
+        click.echo(exc.render(), err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _load_or_exit(path: str, agent_id: str | None):
+    try:
+        return load_config(path, agent_id=agent_id)
+    except ConfigError as exc:
+        click.echo(exc.render(), err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+    # APScheduler logs every job run at INFO; the agent logs what matters itself.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    main()

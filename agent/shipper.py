@@ -1,0 +1,304 @@
+"""Ships spooled results to the collector (POST /api/v1/results) and sends heartbeats.
+
+Errors come in two kinds, decided in `Shipper.ship_batch` alone (wire-protocol.md, Responses):
+- transient (connection error, timeout, 401/403, 429, 5xx): keep the batch, back off, retry;
+- final for this batch (400/413/422, "do not retry it as is"): move it to the spool's
+  `rejected` table, say so loudly, count it, go on with the next batch. A 413 batch of more
+  than one result is first retried in halves, which is not "as is".
+Nothing leaves the spool except what the collector acknowledged with 200.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from agent.collector_client import CollectorClient, Reply
+from agent.metrics import AgentMetrics
+from agent.spool import Spool, Spooled
+from agent.timestamps import parse_rfc3339, rfc3339, utcnow
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL_SECONDS = 0.05  # first retry almost at once: most failures are a blip or a collector restart
+BACKOFF_MAX_SECONDS = 30.0  # cap: a recovered collector is noticed within 30 s; an outage costs a few requests a minute
+BACKOFF_MULTIPLIER = 2.0  # doubling reaches the cap after ~10 failures, about a minute of retrying
+LOG_EVERY_N_FAILURES = 10  # repeat a still-failing warning only this often, so a long outage doesn't flood the log
+REJECT_STATUSES = frozenset({400, 413, 422})  # wire-protocol.md: refused whole, do not retry as is
+AUTH_STATUSES = frozenset({401, 403})  # wire-protocol.md: keep the results, back off, log loudly
+
+
+def backoff_delay(attempt: int) -> float:
+    """Full jitter: uniform in [0, min(max, initial * multiplier**attempt)] (attempt 0 = first retry)."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_INITIAL_SECONDS * BACKOFF_MULTIPLIER ** min(attempt, 64))
+    return random.uniform(0, ceiling)
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    REJECTED = "rejected"
+    SPLIT = "split"  # 413 on a batch of several: retry it in halves
+    RETRY = "retry"
+
+
+class Shipper:
+    def __init__(
+        self,
+        client: CollectorClient,
+        spool: Spool,
+        metrics: AgentMetrics,
+        *,
+        batch_size: int,
+        flush_interval: float,
+    ):
+        self._client = client
+        self._spool = spool
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._attempt = 0  # consecutive transient failures
+        self._last_failure: str | None = None
+        self.retry_after: float = 0.0  # a 429's Retry-After, honoured by the next backoff
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"shipper-{self._client.agent_id}")
+
+    def notify(self) -> None:
+        """A result was spooled: ship now if a full batch waits, else at the next flush."""
+        if self._spool.count >= self._batch_size:
+            self._wake.set()
+
+    async def stop(self, flush_timeout: float) -> None:
+        """Stop the loop, then try once, within `flush_timeout`, to ship what is left (no backoff)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if flush_timeout > 0:
+            try:
+                async with asyncio.timeout(flush_timeout):
+                    await self.drain(retry=False)
+            except TimeoutError:
+                pass
+        if self._spool.count:
+            log.info("%d results stay in the spool, shipped at the next start", self._spool.count)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: say so, and keep shipping
+                log.exception("shipper failed; retrying")
+                await asyncio.sleep(backoff_delay(self._attempt))
+
+    # --- shipping ------------------------------------------------------------------------------
+
+    async def drain(self, *, retry: bool = True) -> bool:
+        """Ship batches in spool order until the spool is empty; True if it is.
+
+        1. read the oldest batch; 2. POST it; 3. on SENT or REJECTED go on, on SPLIT retry with
+        half the batch, on RETRY back off (or, with retry=False, give up and return False)."""
+        limit = self._batch_size
+        while True:
+            batch = await self._spool.peek(limit)
+            if not batch:
+                return True
+            outcome = await self.ship_batch(batch)
+            if outcome is Outcome.SPLIT:
+                limit = max(1, len(batch) // 2)
+            elif outcome is Outcome.RETRY:
+                if not retry:
+                    return False
+                delay = max(backoff_delay(self._attempt), min(self.retry_after, BACKOFF_MAX_SECONDS))
+                self._attempt += 1
+                self.retry_after = 0.0
+                await asyncio.sleep(delay)
+
+    async def ship_batch(self, batch: list[Spooled]) -> Outcome:
+        """POST one batch and act on the answer; the one place where errors are classified."""
+        try:
+            reply = await self._client.post_results([item.result for item in batch])
+        except TimeoutError:
+            return self._transient("timeout", f"no answer from {self._client.base_url} in time")
+        except (aiohttp.ClientError, OSError) as exc:
+            return self._transient("connect", f"cannot reach {self._client.base_url}: {exc}")
+
+        seqs = [item.seq for item in batch]
+        status = reply.status
+        if status == 200:
+            await self._spool.ack(seqs)
+            self._metrics.shipped.inc(len(batch))
+            self._recovered()
+            self._check_ack(reply, len(batch))
+            return Outcome.SENT
+        if status in REJECT_STATUSES:
+            self._metrics.ship_failures.labels(reason="rejected").inc()
+            if status == 413 and len(batch) > 1:
+                log.warning("collector: batch of %d results too large (413), retrying in halves", len(batch))
+                return Outcome.SPLIT
+            moved = await self._spool.reject(seqs, status, reply.error_message())
+            self._metrics.rejected.inc(moved)
+            log.error(
+                "collector REFUSED %d results with %d: %s -- they will not be retried; kept in the "
+                "rejected table of %s (ids %s..%s)",
+                moved, status, reply.error_message(), self._spool.path,
+                batch[0].result.get("id"), batch[-1].result.get("id"),
+            )
+            self._recovered()
+            return Outcome.REJECTED
+        if status in AUTH_STATUSES:
+            what = "unknown token" if status == 401 else "token belongs to another agent"
+            return self._transient(
+                "unauthorized",
+                f"collector refused the token ({status}, {what}): {reply.error_message()}; "
+                f"results are kept, check collector.token / UPTIME_AGENT_TOKEN",
+                level=logging.ERROR,
+            )
+        if status == 429:
+            self.retry_after = _retry_after(reply)
+            return self._transient("rate_limited", "collector is rate limiting (429)")
+        if 500 <= status <= 599:
+            return self._transient("server_error", f"collector answered {status}: {reply.error_message()}")
+        return self._transient(
+            "unexpected", f"collector answered unexpected {status}: {reply.error_message()}", level=logging.ERROR
+        )
+
+    def _transient(self, reason: str, message: str, *, level: int = logging.WARNING) -> Outcome:
+        self._metrics.ship_failures.labels(reason=reason).inc()
+        if reason != self._last_failure or self._attempt % LOG_EVERY_N_FAILURES == 0:
+            log.log(
+                level,
+                "shipping failed (%s, %d in a row): %s; %d results kept in the spool",
+                reason, self._attempt + 1, message, self._spool.count,
+            )
+        self._last_failure = reason
+        return Outcome.RETRY
+
+    def _recovered(self) -> None:
+        if self._attempt:
+            log.info("shipping works again after %d failed attempts", self._attempt)
+        self._attempt = 0
+        self._last_failure = None
+
+    @staticmethod
+    def _check_ack(reply: Reply, sent: int) -> None:
+        body = reply.body if isinstance(reply.body, dict) else {}
+        try:
+            acknowledged = int(body["accepted"]) + int(body.get("duplicates", 0))
+        except (KeyError, TypeError, ValueError):
+            return  # 200 is the acknowledgement; the counts are informative only
+        if acknowledged != sent:
+            log.warning("collector acknowledged %s of %d results sent (%s)", acknowledged, sent, body)
+
+
+def _retry_after(reply: Reply) -> float:
+    value = reply.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0
+
+
+class Heartbeat:
+    """POST /api/v1/heartbeat every `interval`; estimates the clock offset from each answer.
+
+    offset = server_time - (t_send + rtt / 2): the server read its clock, on average, half a
+    round trip after we sent. Positive means the collector's clock is ahead of ours.
+    """
+
+    def __init__(self, client: CollectorClient, spool: Spool, metrics: AgentMetrics, *, interval: float):
+        self._client = client
+        self._spool = spool
+        self._metrics = metrics
+        self._interval = interval
+        self._task: asyncio.Task | None = None
+        self.offset: float | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self._client.agent_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat failed unexpectedly")
+            await asyncio.sleep(self._interval)
+
+    async def beat(self) -> float | None:
+        """Send one heartbeat; return the new offset estimate, or None if there is none."""
+        sent = utcnow()
+        t_send = time.time()
+        t0 = time.monotonic()
+        body = {
+            "agent": self._client.agent_id,
+            "sent": rfc3339(sent),
+            # Before the first estimate there is nothing better to report than "no known offset".
+            "clock_offset_seconds": round(self.offset, 6) if self.offset is not None else 0.0,
+            "spool_results": self._spool.count,
+        }
+        try:
+            reply = await self._client.post_heartbeat(body)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self._failed(f"cannot reach {self._client.base_url}: {exc or type(exc).__name__}")
+            return None
+        rtt = time.monotonic() - t0
+        if reply.status != 200:
+            level = logging.ERROR if reply.status in AUTH_STATUSES else logging.WARNING
+            self._failed(f"collector answered {reply.status}: {reply.error_message()}", level)
+            return None
+        server_time = _server_time(reply)
+        if server_time is None:
+            self._failed("answer has no usable server_time or Date header")
+            return None
+        if self._failing:
+            log.info("heartbeats reach the collector again")
+        self._failing = False
+        self.offset = server_time - (t_send + rtt / 2)
+        self._metrics.clock_offset.set(self.offset)
+        return self.offset
+
+    def _failed(self, message: str, level: int = logging.WARNING) -> None:
+        if not self._failing:
+            log.log(level, "heartbeat failed: %s", message)
+        self._failing = True
+
+
+def _server_time(reply: Reply) -> float | None:
+    """The collector's clock as unix time: `server_time` in the body, else the Date header."""
+    if isinstance(reply.body, dict) and isinstance(reply.body.get("server_time"), str):
+        try:
+            return parse_rfc3339(reply.body["server_time"]).timestamp()
+        except ValueError:
+            pass
+    if "date" in reply.headers:
+        try:
+            return parsedate_to_datetime(reply.headers["date"]).timestamp()
+        except (TypeError, ValueError):
+            pass
+    return None

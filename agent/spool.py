@@ -1,0 +1,280 @@
+"""Durable local spool of results (stdlib sqlite3, WAL mode), between the probes and the shipper.
+
+Every result is written here before any attempt to ship it, and leaves only when the collector
+acknowledged it (`ack`), was refused for good (`reject`, moved to the `rejected` table), or a
+bound was hit (oldest dropped first, counted in uptime_agent_spool_dropped_results_total and
+logged). All sqlite work runs on one worker thread of its own, so the event loop never blocks
+on disk and the connection is used by one thread only.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.durations import format_duration, format_size
+from agent.metrics import AgentMetrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,   -- shipping order
+    id       TEXT NOT NULL UNIQUE,                -- the result's stable id (wire-protocol.md)
+    spooled  REAL NOT NULL,                       -- unix time written, for max_age
+    payload  TEXT NOT NULL                        -- the result as sent on the wire (JSON)
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq      INTEGER PRIMARY KEY,
+    id       TEXT NOT NULL,
+    spooled  REAL NOT NULL,
+    payload  TEXT NOT NULL,
+    rejected REAL NOT NULL,                       -- unix time the collector refused it
+    status   INTEGER NOT NULL,                    -- the HTTP status of the refusal
+    error    TEXT NOT NULL                        -- the collector's {"error": ...}
+);
+"""
+# How many rows one pass of the byte bound looks at when choosing what to drop.
+DROP_SCAN_ROWS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    seq: int
+    result: dict[str, Any]
+
+
+class Spool:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int,
+        max_age: float,
+        metrics: AgentMetrics | None = None,
+    ):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self._metrics = metrics
+        self._db: sqlite3.Connection | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._count = 0
+        self._bytes = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{self.path.stem}")
+        await self._run(self._open)
+        self._publish()
+        if self._count:
+            log.info("spool %s: %d results from an earlier run wait to be shipped", self.path, self._count)
+        await self.enforce_bounds()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed result survives a crash of the agent; only a power loss
+        # can take the last few commits, an acceptable trade for one fsync per checkpoint.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        self._count, self._bytes = db.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM results"
+        ).fetchone()
+        self._db = db
+
+    @property
+    def is_open(self) -> bool:
+        return self._worker is not None
+
+    async def close(self) -> None:
+        if self._worker is None:
+            return
+        await self._run(self._close)
+        self._worker.shutdown(wait=True)
+        self._worker = None
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._worker is None:
+            raise RuntimeError("spool is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    # --- results -------------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Results waiting to be shipped (kept current by every operation)."""
+        return self._count
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    async def put(self, result: dict[str, Any]) -> None:
+        """Store one result durably; then keep the spool within its bounds."""
+        payload = json.dumps(result, separators=(",", ":"))
+        await self._run(self._put, result["id"], payload)
+        self._publish()
+        if self._bytes > self.max_bytes:
+            await self._run(self._drop_for_bytes)
+            self._publish()
+
+    def _put(self, result_id: str, payload: str) -> None:
+        with self._db:
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO results (id, spooled, payload) VALUES (?, ?, ?)",
+                (result_id, time.time(), payload),
+            ).rowcount
+        if inserted:
+            self._count += 1
+            self._bytes += len(payload)  # ASCII JSON: characters are bytes, as sqlite length() counts
+
+    async def peek(self, limit: int) -> list[Spooled]:
+        """The oldest `limit` results, in order, without removing them."""
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT seq, payload FROM results ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [Spooled(seq, json.loads(payload)) for seq, payload in rows]
+
+    async def ack(self, seqs: list[int]) -> int:
+        """Delete results the collector acknowledged; return how many were still here."""
+        deleted = await self._run(self._delete, seqs)
+        self._publish()
+        return deleted
+
+    def _delete(self, seqs: list[int]) -> int:
+        deleted = freed = 0
+        with self._db:
+            for chunk in _chunks(seqs, 500):
+                marks = ",".join("?" * len(chunk))
+                freed += self._db.execute(
+                    f"SELECT coalesce(sum(length(payload)), 0) FROM results WHERE seq IN ({marks})", chunk
+                ).fetchone()[0]
+                deleted += self._db.execute(f"DELETE FROM results WHERE seq IN ({marks})", chunk).rowcount
+        self._count -= deleted
+        self._bytes -= freed
+        return deleted
+
+    async def reject(self, seqs: list[int], status: int, error: str) -> int:
+        """Move results the collector refused for good to the `rejected` table."""
+        moved = await self._run(self._reject, seqs, status, error)
+        self._publish()
+        return moved
+
+    def _reject(self, seqs: list[int], status: int, error: str) -> int:
+        now = time.time()
+        moved = freed = 0
+        with self._db:
+            for chunk in _chunks(seqs, 500):
+                marks = ",".join("?" * len(chunk))
+                freed += self._db.execute(
+                    f"SELECT coalesce(sum(length(payload)), 0) FROM results WHERE seq IN ({marks})", chunk
+                ).fetchone()[0]
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO rejected (seq, id, spooled, payload, rejected, status, error) "
+                    f"SELECT seq, id, spooled, payload, ?, ?, ? FROM results WHERE seq IN ({marks})",
+                    (now, status, error[:2000], *chunk),
+                )
+                moved += self._db.execute(f"DELETE FROM results WHERE seq IN ({marks})", chunk).rowcount
+        self._count -= moved
+        self._bytes -= freed
+        return moved
+
+    async def rejected(self) -> list[dict[str, Any]]:
+        """The refused results with why, oldest first (for operators and tests)."""
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT payload, status, error, rejected FROM rejected ORDER BY seq"
+            ).fetchall()
+        )
+        return [
+            {"result": json.loads(payload), "status": status, "error": error, "rejected": when}
+            for payload, status, error, when in rows
+        ]
+
+    # --- bounds --------------------------------------------------------------------------------
+
+    async def enforce_bounds(self) -> None:
+        """Drop results older than max_age, then the oldest until within max_bytes."""
+        await self._run(self._drop_for_age)
+        if self._bytes > self.max_bytes:
+            await self._run(self._drop_for_bytes)
+        self._publish()
+
+    def _drop_for_age(self) -> None:
+        cutoff = time.time() - self.max_age
+        with self._db:
+            count, freed = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM results WHERE spooled < ?", (cutoff,)
+            ).fetchone()
+            if count:
+                self._db.execute("DELETE FROM results WHERE spooled < ?", (cutoff,))
+            # Refused results are kept for inspection, but no longer than unshipped ones.
+            old_rejected = self._db.execute("DELETE FROM rejected WHERE rejected < ?", (cutoff,)).rowcount
+        if count:
+            self._count -= count
+            self._bytes -= freed
+            self._dropped("age", count)
+            log.warning(
+                "spool %s: dropped %d results older than max_age %s, never shipped",
+                self.path, count, format_duration(self.max_age),
+            )
+        if old_rejected:
+            log.warning("spool %s: deleted %d rejected results older than max_age", self.path, old_rejected)
+
+    def _drop_for_bytes(self) -> None:
+        dropped = 0
+        while self._bytes > self.max_bytes:
+            rows = self._db.execute(
+                "SELECT seq, length(payload) FROM results ORDER BY seq LIMIT ?", (DROP_SCAN_ROWS,)
+            ).fetchall()
+            if not rows:
+                break
+            excess, freed, last = self._bytes - self.max_bytes, 0, None
+            for seq, size in rows:
+                freed += size
+                last = seq
+                if freed >= excess:
+                    break
+            with self._db:
+                count = self._db.execute("DELETE FROM results WHERE seq <= ?", (last,)).rowcount
+            self._count -= count
+            self._bytes -= freed
+            dropped += count
+        if dropped:
+            self._dropped("bytes", dropped)
+            log.warning(
+                "spool %s: over max_bytes %s, dropped the %d oldest results, never shipped",
+                self.path, format_size(self.max_bytes), dropped,
+            )
+
+    def _dropped(self, reason: str, count: int) -> None:
+        if self._metrics is not None:
+            self._metrics.spool_dropped.labels(reason=reason).inc(count)
+
+    def _publish(self) -> None:
+        if self._metrics is not None:
+            self._metrics.spool_results.set(self._count)
+
+
+def _chunks(items: list[int], size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
