@@ -170,6 +170,9 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     contact = state.agent_contact.setdefault(agent_id, AgentContact(now))
     contact.last_seen = now
     contact.clock_offset = beat.clock_offset_seconds
+    if beat.clock_offset_seconds is not None and abs(beat.clock_offset_seconds) > state.config.max_clock_offset:
+        log.warning("agent %s: clock offset %.3f s exceeds %.3f s; its rounds may not line up",
+                    agent_id, beat.clock_offset_seconds, state.config.max_clock_offset)
     return _json({"server_time": now})
 
 

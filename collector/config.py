@@ -136,6 +136,9 @@ class CollectorConfig(_Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     evaluation: Evaluation = Evaluation()
     rate_limit: RateLimit = RateLimit()
+    # An agent whose clock is off by more than this is flagged (metric and agents list): its slots
+    # would not line up with the other vantage points' (issue 4, "Liveness and time").
+    max_clock_offset: Duration = 2.0
     agents: list[AgentEntry] = []
     checks: list[CheckEntry] = []
     policies: list[PolicyEntry] = []

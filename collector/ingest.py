@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
-ERROR_REASONS = ("dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "internal")
+ERROR_REASONS = ("dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "blocked", "internal")
 
 # Results older than this are refused: nothing evaluates them any more, and a wildly old timestamp
 # is far likelier a broken clock than a replay (the agent spool's own age bound is 7 days).

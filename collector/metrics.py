@@ -102,12 +102,19 @@ class _StateCollector(Collector):
         offset = GaugeMetricFamily(
             f"{NAMESPACE}_agent_clock_offset_seconds", "The agent's reported clock offset from the collector.", labels=["agent"],
         )
+        skewed = GaugeMetricFamily(
+            f"{NAMESPACE}_agent_clock_skewed",
+            "1 when the agent's clock offset exceeds the collector's max_clock_offset.", labels=["agent"],
+        )
+        limit = self.state.config.max_clock_offset
         for agent, contact in sorted(self.state.agent_contact.items()):
             seen.add_metric([agent], contact.last_seen.timestamp())
             if contact.clock_offset is not None:
                 offset.add_metric([agent], contact.clock_offset)
+                skewed.add_metric([agent], 1.0 if abs(contact.clock_offset) > limit else 0.0)
         yield seen
         yield offset
+        yield skewed
         info = InfoMetricFamily(f"{NAMESPACE}_build", "Collector build information.")
         info.add_metric([], {"version": self.state.version})
         yield info

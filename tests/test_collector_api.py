@@ -211,3 +211,68 @@ async def test_bad_query_parameters_get_400(api) -> None:
     resp = await api.get("/api/v1/reports/web", params={"period": "2026-13"})
     assert resp.status == 400
     assert "period" in (await resp.json())["error"]
+
+
+ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
+
+
+@pytest.fixture
+async def admin_api(tmp_path, aiohttp_client):
+    state = make_state(f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}", admin_token="admin-token-0123456789",
+                       rate_limit={"requests_per_second": 1, "burst": 3},
+                       policies=[{"name": "sla", "preset": "nexcess", "components": ["web"]}])
+    client = await aiohttp_client(create_app(state))
+    client.state = state
+    return client
+
+
+async def test_registered_agent_can_ship_until_revoked(admin_api) -> None:
+    assert (await admin_api.post("/api/v1/agents", json={"id": "a9"})).status == 401
+    resp = await admin_api.post("/api/v1/agents", json={"id": "a9"}, headers=ADMIN)
+    assert resp.status == 201
+    token = (await resp.json())["token"]
+    body = {"agent": "a9", "results": [result(base_slot(), True)]}
+    ok = await admin_api.post("/api/v1/results", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status == 200
+    assert (await admin_api.delete("/api/v1/agents/a9", headers=ADMIN)).status == 200
+    body = {"agent": "a9", "results": [result(base_slot() + timedelta(minutes=1), True)]}
+    refused = await admin_api.post("/api/v1/results", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert refused.status == 401
+    agents = (await (await admin_api.get("/api/v1/agents")).json())["agents"]
+    assert {"id": "a9", "active": False} == {k: v for k, v in next(a for a in agents if a["id"] == "a9").items() if k in ("id", "active")}
+
+
+async def test_rate_limit_answers_429_and_counts_it(admin_api) -> None:
+    codes = []
+    for i in range(6):
+        resp = await post(admin_api, "a1", [result(base_slot() + timedelta(minutes=i), True)])
+        codes.append(resp.status)
+    assert codes[:3] == [200, 200, 200]
+    assert 429 in codes[3:]
+    assert "Retry-After" in resp.headers or codes[-1] == 200
+    text = await (await admin_api.get("/metrics")).text()
+    assert 'uptime_collector_ingest_rejections_total{reason="rate_limit"}' in text
+
+
+async def test_maintenance_is_announced_and_judged_in_the_report(admin_api) -> None:
+    m = {"policy": "sla", "kind": "scheduled", "announced": "2026-10-01T00:00:00Z",
+         "start": "2026-10-03T10:00:00Z", "end": "2026-10-03T11:00:00Z", "note": "switch upgrade"}
+    assert (await admin_api.post("/api/v1/maintenance", json=m)).status == 401
+    resp = await admin_api.post("/api/v1/maintenance", json=m, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    bad = await admin_api.post("/api/v1/maintenance", json={**m, "kind": "normal"}, headers=ADMIN)
+    assert bad.status == 422
+    assert "accepts no maintenance of kind 'normal'" in (await bad.json())["error"]
+    listed = (await (await admin_api.get("/api/v1/maintenance", params={"policy": "sla"})).json())["maintenance"]
+    assert [x["start"] for x in listed] == ["2026-10-03T10:00:00Z"]
+    report = await (await admin_api.get("/api/v1/reports/sla", params={"period": "2026-10"})).json()
+    assert report["maintenance"][0]["compliant"] is True
+
+
+async def test_heartbeat_records_clock_offset_and_flags_skew(admin_api) -> None:
+    resp = await admin_api.post("/api/v1/heartbeat", json={"agent": "a2", "clock_offset_seconds": 7.5}, headers=auth("a2"))
+    assert resp.status == 200
+    assert "server_time" in await resp.json()
+    text = await (await admin_api.get("/metrics")).text()
+    assert 'uptime_collector_agent_clock_offset_seconds{agent="a2"} 7.5' in text
+    assert 'uptime_collector_agent_clock_skewed{agent="a2"} 1.0' in text
