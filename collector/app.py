@@ -225,10 +225,6 @@ def _policy(request: web.Request, name: str):
     return policy
 
 
-def _expected(state: CollectorState, policy) -> dict[str, list[str]]:
-    return {c: state.config.agents_of(state.checks[c]) for c in policy.components if c in state.checks}
-
-
 async def get_report(request: web.Request) -> web.Response:
     _require_read(request)
     from collector.reporting import report_from_db
@@ -241,7 +237,7 @@ async def get_report(request: web.Request) -> web.Response:
     except ValueError as err:
         raise RequestError(f"query parameter 'period': {err}") from None
     async with state.sessionmaker() as session:
-        report = await report_from_db(session, policy, period, expected_by_component=_expected(state, policy))
+        report = await report_from_db(session, policy, period, expected_by_component=state.expected_by_component(policy))
     return _json(report)
 
 
@@ -261,7 +257,7 @@ async def get_claim(request: web.Request) -> web.Response:
     if end <= start:
         raise RequestError("query parameter 'end': must be after 'start'")
     async with state.sessionmaker() as session:
-        claim = await claim_from_db(session, policy, start, end, expected_by_component=_expected(state, policy))
+        claim = await claim_from_db(session, policy, start, end, expected_by_component=state.expected_by_component(policy))
     return _json(claim)
 
 
@@ -405,12 +401,23 @@ async def _lifecycle(app: web.Application):
         with state.metrics.evaluation_seconds.time():
             await state.evaluator.tick()
 
+    async def refresh_status() -> None:
+        await state.refresh_status()
+
+    async def deliver() -> None:
+        await state.deliverer.run_once()
+
+    now = datetime.now(timezone.utc)
     scheduler.add_job(evaluate, "interval", seconds=state.config.evaluation.interval,
-                      max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
+                      max_instances=1, coalesce=True, next_run_time=now)
+    scheduler.add_job(refresh_status, "interval", seconds=state.config.evaluation.status_interval,
+                      max_instances=1, coalesce=True, next_run_time=now)
+    scheduler.add_job(deliver, "interval", seconds=1, max_instances=1, coalesce=True, next_run_time=now)
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
     await asyncio.sleep(0)
+    await state.deliverer.close()
     await state.engine.dispose()
 
 

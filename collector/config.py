@@ -109,11 +109,30 @@ class PolicyEntry(_Strict):
     timezone: str | None = None
 
 
+NOTIFICATION_EVENTS = ("outage.verified", "outage.resolved", "maintenance.started", "maintenance.ended", "budget.threshold")
+
+
+class NotificationSink(_Strict):
+    """A webhook receiver. Bodies are signed with HMAC-SHA256 of the body under `secret`."""
+
+    name: str = Field(pattern=AGENT_ID_PATTERN)
+    url: str = Field(pattern=r"^https?://")
+    secret: str = Field(min_length=16)
+    format: Literal["json", "slack"] = "json"
+    events: list[Literal[NOTIFICATION_EVENTS]] = list(NOTIFICATION_EVENTS)  # type: ignore[valid-type]
+    timeout: Duration = 10.0
+
+
 class Evaluation(_Strict):
     interval: Duration = 1.0
     # How long after a slot ends the collector waits for late reports before a missing agent
     # makes the round UNKNOWN. Later results still arrive and re-evaluate the round.
     grace: Duration = 5.0
+    # How often the month-to-date report of every policy is recomputed (gauges, budget alerts,
+    # maintenance notifications).
+    status_interval: Duration = 30.0
+    # Shares of the month's downtime budget at which a budget.threshold notification is sent.
+    budget_thresholds: list[float] = Field(default=[0.5, 0.8, 1.0])
 
 
 class RateLimit(_Strict):
@@ -133,6 +152,8 @@ class CollectorConfig(_Strict):
     database_url: str = "sqlite+aiosqlite:///data/collector.sqlite"
     public_reads: bool = True
     admin_token: str | None = Field(default=None, min_length=16)
+    # The address people reach the collector at, for links in notifications.
+    public_url: str = Field(default="", pattern=r"^(https?://.*)?$")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     evaluation: Evaluation = Evaluation()
     rate_limit: RateLimit = RateLimit()
@@ -142,6 +163,7 @@ class CollectorConfig(_Strict):
     agents: list[AgentEntry] = []
     checks: list[CheckEntry] = []
     policies: list[PolicyEntry] = []
+    notifications: list[NotificationSink] = []
 
     @model_validator(mode="after")
     def _cross_references(self) -> "CollectorConfig":
@@ -149,6 +171,7 @@ class CollectorConfig(_Strict):
         _unique(agent_ids, "agents", "id")
         _unique([c.name for c in self.checks], "checks", "name")
         _unique([p.name for p in self.policies] + [c.name for c in self.checks], "policies", "name")
+        _unique([n.name for n in self.notifications], "notifications", "name")
         for i, check in enumerate(self.checks):
             for agent in check.agents or []:
                 if agent not in agent_ids:

@@ -145,6 +145,27 @@ class Maintenance(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class Notification(Base):
+    """The outbox: a notification is written in the same transaction as the decision behind it,
+    then delivered at least once (retried with backoff) by whichever collector claims it first."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # One notification per sink and fact, however often the fact is re-derived (e.g. the same
+    # window verified again after a late result): "sink|event|policy|start|...".
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    sink: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 def default_sqlite_url(data_dir: str | Path = "data") -> str:
     return f"sqlite+aiosqlite:///{Path(data_dir) / 'collector.sqlite'}"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collector import store
 from collector.rules.model import Verdict, Window
@@ -73,8 +73,10 @@ class LiveEvaluator:
         policies: Sequence[LivePolicy],
         grace: float,
         on_event: Callable[[WindowEvent], Awaitable[None] | None] | None = None,
+        outbox: Callable[[AsyncSession, list[WindowEvent]], Awaitable[None]] | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.outbox = outbox
         self.policies = list(policies)
         self.grace = timedelta(seconds=grace)
         self.on_event = on_event
@@ -138,10 +140,14 @@ class LiveEvaluator:
             windows = find_windows(lp.policy, rounds, open_tail=True)
             records = [window_record(lp.policy, w) for w in windows]
             before, after = await store.replace_windows(session, lp.name, start, records)
+            events = _diff(lp.name, before, after)
+            if events and self.outbox is not None:
+                # The notification is written in the same transaction as the window behind it.
+                await self.outbox(session, events)
             await session.commit()
         lp.last_settled, lp.windows_known = settled, True
         lp.open_window = next(({"start": w.start} for w in after if w.end is None), None)
-        return _diff(lp.name, before, after)
+        return events
 
     async def _rounds(self, session, lp: LivePolicy, start: datetime, end: datetime):
         if end <= start:

@@ -115,6 +115,36 @@ class _StateCollector(Collector):
         yield seen
         yield offset
         yield skewed
+        availability = GaugeMetricFamily(
+            f"{NAMESPACE}_policy_availability_percent",
+            "Month-to-date availability of the policy's service, in percent (period in the contract's time zone).",
+            labels=["policy"],
+        )
+        budget = GaugeMetricFamily(
+            f"{NAMESPACE}_policy_downtime_budget_remaining_minutes",
+            "Minutes of downtime left this month before the policy's target is missed (negative when missed).",
+            labels=["policy"],
+        )
+        downtime = GaugeMetricFamily(
+            f"{NAMESPACE}_policy_downtime_minutes", "Month-to-date verified downtime not excluded by maintenance.",
+            labels=["policy"],
+        )
+        coverage = GaugeMetricFamily(
+            f"{NAMESPACE}_policy_data_coverage_ratio", "Share of this month's rounds so far that are not UNKNOWN.",
+            labels=["policy"],
+        )
+        for policy, report in sorted(self.state.policy_status.items()):
+            if report.get("availability_percent") is not None:
+                availability.add_metric([policy], float(report["availability_percent"]))
+            if report.get("remaining_budget_minutes") is not None:
+                budget.add_metric([policy], float(report["remaining_budget_minutes"]))
+            downtime.add_metric([policy], float(report.get("downtime_minutes") or 0))
+            if report.get("data_coverage_percent") is not None:
+                coverage.add_metric([policy], float(report["data_coverage_percent"]) / 100)
+        yield availability
+        yield budget
+        yield downtime
+        yield coverage
         info = InfoMetricFamily(f"{NAMESPACE}_build", "Collector build information.")
         info.add_metric([], {"version": self.state.version})
         yield info

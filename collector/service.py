@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from collector import store
+from collector import notify, store
 from collector.config import CheckEntry, CollectorConfig, ConfigError, PolicyEntry
 from collector.db import make_engine, make_sessionmaker
 from collector.evaluator import LiveEvaluator, LivePolicy, WindowEvent
 from collector.metrics import CollectorMetrics, LastProbe
+from collector.notify import Deliverer
 from collector.rules.policy import Policy, PolicyError, check_intervals, load_policy
 
 log = logging.getLogger("uptime.collector")
@@ -87,6 +88,8 @@ class CollectorState:
     checks: dict[str, CheckEntry]
     last_probe: dict[tuple[str, str], LastProbe] = field(default_factory=dict)
     agent_contact: dict[str, AgentContact] = field(default_factory=dict)
+    policy_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deliverer: Deliverer | None = None
     version: str = VERSION
 
     @classmethod
@@ -119,8 +122,78 @@ class CollectorState:
             policies={lp.name: lp.policy for lp in live},
             checks={c.name: c for c in config.checks},
         )
+        evaluator.outbox = state.enqueue_window_events
+        state.deliverer = Deliverer(sessionmaker, config.notifications)
         metrics.attach(state)
         return state
+
+    # --- notifications -------------------------------------------------------------------------
+
+    def report_url(self, policy: str, moment: datetime) -> str:
+        tz = self.policies[policy].tz
+        return f"{self.config.public_url.rstrip('/')}/policies/{policy}/{moment.astimezone(tz):%Y-%m}"
+
+    async def enqueue_window_events(self, session: AsyncSession, events: list[WindowEvent]) -> None:
+        for event in events:
+            if event.kind not in ("verified", "resolved"):
+                continue
+            rounds = event.evidence.get("rounds", [])
+            failed = sorted({a for r in rounds for c in r["components"].values() for a in c["failed"]})
+            missing = sorted({a for r in rounds for c in r["components"].values() for a in c["missing"]})
+            minutes = (event.end - event.start).total_seconds() / 60 if event.end else None
+            payload = {
+                "policy": event.policy,
+                "service": self.policies[event.policy].description or event.policy,
+                "window": {"start": event.start, "end": event.end, "minutes": minutes},
+                "evidence": {"rounds": len(rounds), "agents_failed": failed, "agents_missing": missing,
+                             "policy_hash": event.evidence.get("policy_hash")},
+                "report_url": self.report_url(event.policy, event.start),
+            }
+            await notify.enqueue(session, self.config.notifications, f"outage.{event.kind}",
+                                 f"{event.policy}|{event.start.isoformat()}", payload)
+
+    async def refresh_status(self, now: datetime | None = None) -> None:
+        """Month-to-date report per policy: gauges, budget thresholds, maintenance start and end."""
+        from collector.reporting import load_maintenance, report_from_db
+        from collector.rules.periods import period_of
+
+        now = now or datetime.now(timezone.utc)
+        sinks = self.config.notifications
+        for name, policy in self.policies.items():
+            period = period_of(now, policy.tz)
+            async with self.sessionmaker() as session:
+                try:
+                    report = await report_from_db(session, policy, period, now=now,
+                                                  expected_by_component=self.expected_by_component(policy))
+                except (PolicyError, ValueError) as err:  # e.g. a preset whose target must be set
+                    log.debug("no month-to-date report for %s: %s", name, err)
+                    continue
+                self.policy_status[name] = report
+                allowed = report.get("allowed_downtime_minutes")
+                downtime = report.get("downtime_minutes") or 0
+                if allowed is not None and downtime > 0:
+                    used = downtime / allowed if allowed > 0 else float("inf")
+                    for threshold in self.config.evaluation.budget_thresholds:
+                        if used >= threshold:
+                            await notify.enqueue(session, sinks, "budget.threshold", f"{name}|{period}|{threshold}", {
+                                "policy": name, "period": period, "threshold": threshold,
+                                "budget_used_percent": round(used * 100, 2) if allowed > 0 else None,
+                                "downtime_minutes": downtime, "allowed_downtime_minutes": allowed,
+                                "availability_percent": report.get("availability_percent"),
+                                "report_url": self.report_url(name, now),
+                            })
+                for m in await load_maintenance(session, name):
+                    if m.end < now - timedelta(days=1):
+                        continue  # history: nobody needs to be told about it now
+                    for event, moment in (("maintenance.started", m.start), ("maintenance.ended", m.end)):
+                        if moment <= now:
+                            await notify.enqueue(session, sinks, event, f"{name}|{m.kind}|{m.start.isoformat()}", {
+                                "policy": name, "maintenance": m.to_dict(), "report_url": self.report_url(name, m.start),
+                            })
+                await session.commit()
+
+    def expected_by_component(self, policy: Policy) -> dict[str, list[str]]:
+        return {c: self.config.agents_of(self.checks[c]) for c in policy.components if c in self.checks}
 
     async def sync_config(self) -> None:
         """Make the database agree with the config: agents and their token hashes, checks."""
