@@ -55,7 +55,14 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except (PolicyError, InputError, ValueError) as err:
         # A user's input that the rules core refused: a 4xx naming what is wrong, never a 500.
         return _json({"error": str(err)}, status=400)
-    except web.HTTPException:
+    except web.HTTPException as exc:
+        # The router's own 404/405/413 answer in JSON on the API too, naming what was wrong.
+        if exc.status >= 400 and (request.path.startswith("/api/") or request.path in ("/healthz", "/metrics")):
+            message = {404: f"no such endpoint: {request.path}",
+                       405: f"method {request.method} not allowed on {request.path}",
+                       413: f"request body larger than {request.app[STATE].config.max_body_bytes} bytes"}.get(exc.status, exc.reason)
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return _json({"error": message}, status=exc.status, headers=headers)
         raise
     except (OperationalError, DBAPIError, ConnectionError, OSError) as err:
         log.warning("database unavailable: %s", err.__class__.__name__)
@@ -279,6 +286,12 @@ async def get_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    from collector.openapi import build_spec
+
+    return _json(build_spec())
+
+
 async def get_healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
@@ -387,6 +400,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/claims/verify", get_claim)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/api/v1/openapi.json", get_openapi)
     from collector.status import setup_status_routes; setup_status_routes(app)  # noqa: E702
 
 

@@ -1,0 +1,125 @@
+"""The OpenAPI description of the collector's API, served at GET /api/v1/openapi.json.
+
+Request bodies' schemas come from the same pydantic models that validate the requests, so the
+description cannot drift from what the collector accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from collector.ingest import Heartbeat, ResultBatch
+
+ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        components[name] = sub
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Bad request", 401: "Missing, unknown or revoked token", 403: "Token of another agent",
+            404: "Unknown policy", 413: "Body too large", 422: "A field is invalid (the message names it)",
+            429: "Rate limited", 503: "Database unavailable"}
+    return {str(c): {"description": text[c], "content": {"application/json": {"schema": ERROR}}} for c in codes}
+
+
+def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+def build_spec() -> dict[str, Any]:
+    from collector.app import MaintenanceIn
+
+    components: dict[str, Any] = {}
+    batch = _schema(ResultBatch, components)
+    beat = _schema(Heartbeat, components)
+    maintenance = _schema(MaintenanceIn, components)
+    agent_auth = [{"agentToken": []}]
+    admin_auth = [{"adminToken": []}]
+    ts = {"type": "string", "format": "date-time"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "uptime-verifier collector", "version": "1",
+                 "description": "Ingest of probe results, verified outage windows, SLA reports and claim checks."},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "agentToken": {"type": "http", "scheme": "bearer", "description": "An agent's own token"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "The collector's admin token"},
+            },
+        },
+        "paths": {
+            "/api/v1/results": {"post": {
+                "summary": "Submit a batch of probe results (acknowledged only after commit; idempotent by result id)",
+                "security": agent_auth,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": batch}}},
+                "responses": {"200": _json("Stored", {"type": "object", "properties": {
+                    "accepted": {"type": "integer"}, "duplicates": {"type": "integer"}}}),
+                    **_errors(400, 401, 403, 413, 422, 429, 503)},
+            }},
+            "/api/v1/heartbeat": {"post": {
+                "summary": "Liveness and clock offset of an agent", "security": agent_auth,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": beat}}},
+                "responses": {"200": _json("Server time", {"type": "object", "properties": {"server_time": ts}}),
+                              **_errors(400, 401, 403, 422, 429, 503)},
+            }},
+            "/api/v1/assignments": {"get": {
+                "summary": "The calling agent's checks", "security": agent_auth,
+                "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
+                "responses": {"200": _json("Checks"), "304": {"description": "Unchanged"}, **_errors(401, 429, 503)},
+            }},
+            "/api/v1/outages": {"get": {
+                "summary": "Verified outage windows with their evidence",
+                "parameters": [
+                    {"name": "policy", "in": "query", "schema": {"type": "string"}},
+                    {"name": "since", "in": "query", "schema": ts},
+                    {"name": "until", "in": "query", "schema": ts},
+                    {"name": "open", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "responses": {"200": _json("Windows"), **_errors(400, 401, 404, 503)},
+            }},
+            "/api/v1/policies": {"get": {"summary": "Configured policies", "responses": {"200": _json("Policies"), **_errors(401, 503)}}},
+            "/api/v1/reports/{policy}": {"get": {
+                "summary": "SLA report of one month",
+                "parameters": [{"name": "policy", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "period", "in": "query", "schema": {"type": "string", "pattern": r"^\d{4}-\d{2}$"}}],
+                "responses": {"200": _json("Report"), **_errors(400, 401, 404, 503)},
+            }},
+            "/api/v1/claims/verify": {"get": {
+                "summary": "A claimed outage checked against the verified windows",
+                "parameters": [{"name": "policy", "in": "query", "required": True, "schema": {"type": "string"}},
+                               {"name": "start", "in": "query", "required": True, "schema": ts},
+                               {"name": "end", "in": "query", "required": True, "schema": ts}],
+                "responses": {"200": _json("Claim"), **_errors(400, 401, 404, 503)},
+            }},
+            "/api/v1/maintenance": {
+                "post": {"summary": "Announce maintenance (admin)", "security": admin_auth,
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": maintenance}}},
+                         "responses": {"201": _json("Announced"), **_errors(400, 401, 404, 422, 503)}},
+                "get": {"summary": "Announced maintenance of a policy",
+                        "parameters": [{"name": "policy", "in": "query", "required": True, "schema": {"type": "string"}}],
+                        "responses": {"200": _json("Maintenance"), **_errors(400, 401, 404, 503)}},
+            },
+            "/api/v1/agents": {
+                "get": {"summary": "Registered agents", "responses": {"200": _json("Agents"), **_errors(401, 503)}},
+                "post": {"summary": "Register an agent or rotate its token (admin); the token is shown once",
+                         "security": admin_auth,
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}}},
+                         "responses": {"201": _json("Token"), **_errors(400, 401, 422, 503)}},
+            },
+            "/api/v1/agents/{agent}": {"delete": {
+                "summary": "Revoke an agent's token (admin)", "security": admin_auth,
+                "parameters": [{"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json("Revoked"), **_errors(401, 404, 503)},
+            }},
+            "/healthz": {"get": {"summary": "Health", "responses": {"200": _json("ok"), "503": _json("database unavailable")}}},
+        },
+    }
