@@ -276,3 +276,14 @@ async def test_heartbeat_records_clock_offset_and_flags_skew(admin_api) -> None:
     text = await (await admin_api.get("/metrics")).text()
     assert 'uptime_collector_agent_clock_offset_seconds{agent="a2"} 7.5' in text
     assert 'uptime_collector_agent_clock_skewed{agent="a2"} 1.0' in text
+
+
+async def test_gzip_bomb_is_refused_without_inflating_it(tmp_path, aiohttp_client) -> None:
+    state = make_state(f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}", max_body_bytes=64 * 1024)
+    client = await aiohttp_client(create_app(state))
+    bomb = gzip.compress(b"[" + b" " * (50 * 1024 * 1024) + b"]")  # 50 MB of JSON whitespace, ~50 KB
+    assert len(bomb) < 64 * 1024
+    resp = await client.post("/api/v1/results", data=bomb,
+                             headers={**auth("a1"), "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert resp.status == 413
+    assert "larger than 65536 bytes" in (await resp.json())["error"]

@@ -36,6 +36,11 @@ class Judgement:
     allowed: tuple[Interval, ...]           # UTC intervals this announcement may exclude
 
     @property
+    def excluded(self) -> tuple[Interval, ...]:
+        """The intervals this announcement may exclude (the same as `allowed`)."""
+        return self.allowed
+
+    @property
     def allowed_minutes(self) -> Fraction:
         return sum((minutes_between(s, e) for s, e in self.allowed), Fraction(0))
 

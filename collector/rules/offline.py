@@ -216,7 +216,7 @@ def evaluate_windows(policy: Policy, index: ObservationIndex, start: datetime, e
     """Rounds over [start, end) widened so that a run crossing either edge is judged whole, and the
     windows in them.
 
-    1. Rounds for [start, min(end, now)).
+    1. Rounds for [start, min(end, now)), without the unfinished slot that contains `now`.
     2. While the first round is FAILED and there is earlier data, prepend a day of rounds.
     3. When the range runs to `end`: while the last round is FAILED and there is later data (and,
        with `now`, the slot has begun), append a day of rounds.
@@ -227,6 +227,8 @@ def evaluate_windows(policy: Policy, index: ObservationIndex, start: datetime, e
     to_us = lambda t: (t - epoch) // timedelta(microseconds=1)
     horizon = end if now is None else min(end, max(now, start))
     lo, hi = to_us(start), to_us(horizon)
+    if horizon < end:
+        hi -= hi % iu   # the slot that contains `now` has not finished: its reports may be on the way
     rounds = index.rounds_us(lo, hi) if hi > lo else []
     if not rounds:
         return rounds, []
@@ -242,7 +244,7 @@ def evaluate_windows(policy: Policy, index: ObservationIndex, start: datetime, e
             tail = to_us(rounds[-1].slot) + iu
             # without `now` the data's end is the end; with it, silent agents after the data
             # give UNKNOWN rounds up to `now`, which end the run
-            limit = last_data + iu if now_us is None else now_us
+            limit = last_data + iu if now_us is None else now_us - now_us % iu
             if tail >= limit:
                 break
             rounds = rounds + index.rounds_us(tail, min(limit, tail + _CHUNK_ROUNDS * iu))

@@ -15,14 +15,14 @@ from typing import Sequence
 
 from . import credits as rules
 from .claims import claim_deadline
-from .durations import format_duration
 from .intervals import clip, merge, overlap_minutes, subtract
 from .maintenance import Judgement, allowed_intervals, judge_maintenance
 from .model import Announcement, Round, Verdict, Window, iso, minutes_between, number
 from .periods import days_in_month, month_bounds, period_of
 from .policy import Policy
 
-__all__ = ["build_report", "verify_claim", "render_text", "render_csv", "evidence_summary", "CSV_COLUMNS"]
+__all__ = ["build_report", "verify_claim", "render_text", "render_csv", "render_claim_text", "evidence_summary",
+           "CSV_COLUMNS"]
 
 UTC = timezone.utc
 _US = timedelta(microseconds=1)
@@ -59,6 +59,13 @@ def _slots_overlapping(start: datetime, end: datetime, interval_s: float) -> int
     first -= first % iu
     last = (end - epoch) // _US
     return -(-(last - first) // iu)
+
+
+def _slot_floor(moment: datetime, interval_s: float) -> datetime:
+    iu = round(interval_s * 1_000_000)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    us = (moment - epoch) // _US
+    return epoch + timedelta(microseconds=us - us % iu)
 
 
 def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: Sequence[Window],
@@ -114,22 +121,25 @@ def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: 
         allowed_downtime = total * (100 - rules.exact(target)) / 100
         remaining = allowed_downtime - downtime
         met = downtime <= allowed_downtime
-    expected_rounds = _slots_overlapping(measured_from, until, policy.interval)
+    # with `now` inside the period, the slot that contains it has not finished: judge up to its start
+    judged_until = until if until == period_end else _slot_floor(until, policy.interval)
+    judged_until = max(judged_until, measured_from)
+    expected_rounds = _slots_overlapping(measured_from, judged_until, policy.interval)
     known = {}
     counts = {"up": 0, "failed": 0, "unknown": 0}
     step = timedelta(seconds=policy.interval)
     known_minutes = Fraction(0)
     for rnd in rounds:
-        if rnd.slot + step <= measured_from or rnd.slot >= until or rnd.slot in known:
+        if rnd.slot + step <= measured_from or rnd.slot >= judged_until or rnd.slot in known:
             continue
         known[rnd.slot] = rnd.verdict
         if rnd.verdict != Verdict.UNKNOWN:
-            known_minutes += minutes_between(max(rnd.slot, measured_from), min(rnd.slot + step, until))
+            known_minutes += minutes_between(max(rnd.slot, measured_from), min(rnd.slot + step, judged_until))
     for verdict in known.values():
         counts[Verdict(verdict).value] += 1
     counts["unknown"] += max(0, expected_rounds - len(known))  # slots nobody gave us are UNKNOWN
     coverage = (Fraction(counts["up"] + counts["failed"], expected_rounds) * 100) if expected_rounds else None
-    unknown_minutes = minutes_between(measured_from, until) - known_minutes
+    unknown_minutes = minutes_between(measured_from, judged_until) - known_minutes
 
     report = {
         "policy": policy.name,
@@ -172,7 +182,8 @@ def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: 
             "start": iso(window.start), "end": iso(window.end), "open": window.end is None,
             "minutes": number(outage["minutes"]), "excluded_minutes": number(outage["excluded"]),
             "qualifying_minutes": number(outage["qualifying"]),
-            "window_minutes": number(minutes_between(window.start, window.end if window.end is not None else until)),
+            "window_minutes": number(minutes_between(
+                window.start, window.end if window.end is not None else max(now or until, until))),
             "evidence": evidence_summary(window),
         }
         if outage["piece"] != (window.start, window.end):
@@ -415,6 +426,37 @@ def render_text(report: dict) -> str:
         lines.append(f"  note: {note}")
     if report.get("termination_note"):
         lines.append(f"  termination: {report['termination_note']}")
+    return "\n".join(lines) + "\n"
+
+
+def render_claim_text(claim: dict) -> str:
+    """A claimed outage against the verified windows, for a person."""
+    lines = [f"Claim check: {claim['policy']} ({claim['policy_hash']})",
+             f"  claimed {claim['claimed_start']} to {claim['claimed_end']}", ""]
+    facts = [("Claimed minutes", claim["claimed_minutes"]), ("Verified minutes", claim["verified_minutes"]),
+             ("Excluded minutes", claim["excluded_minutes"]), ("Qualifying minutes", claim["qualifying_minutes"]),
+             ("Verified", claim["verified"])]
+    if "credit_percent" in claim:
+        facts.append(("Credit %", claim["credit_percent"]))
+    width = max(len(k) for k, _ in facts)
+    lines += [f"  {k.ljust(width)}  {_fmt(v)}" for k, v in facts]
+    lines += ["", f"Supporting windows ({len(claim['windows'])})"]
+    if claim["windows"]:
+        rows = []
+        for w in claim["windows"]:
+            failed = sorted({a for r in w["evidence"] for c in r["components"].values() for a in c["failed"]})
+            rows.append([w["start"], w["end"] or "open", w["verified_minutes"], w["excluded_minutes"],
+                         w["qualifying_minutes"], w.get("credit_percent"), ", ".join(failed)])
+        lines += ["  " + l for l in _table(["start", "end", "verified", "excluded", "qualifying", "credit %",
+                                            "agents that failed"], rows)]
+    for m in claim.get("maintenance", []):
+        broken = ", ".join(r["rule"] for r in m["broken_rules"]) or "none"
+        lines.append(f"  maintenance {m['kind']} {m['start']} to {m['end']}: compliant {_fmt(m['compliant'])}"
+                     f" (broken rules: {broken})")
+    lines.append("")
+    lines.append(f"Claim by {claim['claim_deadline']} (before {claim['claim_deadline_at']}; {claim['claim_rule']})"
+                 if claim.get("claim_deadline") else
+                 f"Claim deadline: none ({claim.get('claim_note') or claim.get('claim_rule')})")
     return "\n".join(lines) + "\n"
 
 

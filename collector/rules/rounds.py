@@ -106,9 +106,9 @@ def _group(observations: Iterable[Observation], components: tuple[str, ...], iu:
         key = (comp, slot)
         group = get_group(key)
         if group is None:
-            by_key[key] = {obs.agent: obs.ok is True}
-        else:
-            group[obs.agent] = obs.ok is True
+            by_key[key] = {obs.agent: bool(obs.ok)}
+        elif not group.get(obs.agent, False):
+            group[obs.agent] = bool(obs.ok)
     for (comp, _slot), group in by_key.items():
         seen[comp].update(group)
     slots = [slot for _comp, slot in by_key]
