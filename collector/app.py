@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -79,7 +79,10 @@ def _parse_ts(value: str | None, field: str) -> datetime | None:
         raise RequestError(f"query parameter {field!r}: {value!r} is not an RFC 3339 timestamp") from None
     if moment.tzinfo is None:
         raise RequestError(f"query parameter {field!r}: {value!r} has no UTC offset")
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise RequestError(f"query parameter {field!r}: {value!r} is out of range") from None
 
 
 async def _agent_from_token(request: web.Request) -> str:
@@ -304,6 +307,14 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 class MaintenanceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("announced", "start", "end")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        try:
+            return v.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("timestamp out of range") from None
 
     policy: str = Field(min_length=1, max_length=128)
     kind: str = Field(min_length=1, max_length=32)

@@ -239,13 +239,11 @@ def _overrides(target: float | None, commenced: str | None) -> dict[str, Any]:
 
 
 def _read_inputs(results: str | None, maintenance: str | None, policy):
-    from collector.rules.offline import InputError, check_components, read_maintenance, read_results
+    from collector.rules.offline import InputError, read_maintenance, read_results
 
     try:
-        observations = read_results(results) if results else None
-        if observations is not None:
-            check_components(policy, observations)
-        announcements = read_maintenance(maintenance) if maintenance else []
+        observations = read_results(results, components=policy.components) if results else None
+        announcements = read_maintenance(maintenance, kinds=list(policy.maintenance)) if maintenance else []
     except InputError as err:
         fail(str(err))
     except OSError as err:
@@ -365,7 +363,10 @@ def _cli_ts(value: str, option: str) -> datetime:
         fail(f"{option}: {value!r} is not an RFC 3339 timestamp")
     if moment.tzinfo is None:
         fail(f"{option}: {value!r} has no UTC offset (write e.g. {value}Z)")
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        fail(f"{option}: {value!r} is out of range")
 
 
 if __name__ == "__main__":  # pragma: no cover

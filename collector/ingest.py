@@ -38,7 +38,10 @@ class ResultIn(_Strict):
     @field_validator("slot", "started")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        return v.astimezone(timezone.utc)
+        try:
+            return v.astimezone(timezone.utc)
+        except OverflowError:  # year 1 with a positive offset, or year 9999 with a negative one
+            raise ValueError("timestamp out of range") from None
 
 
 class ResultBatch(_Strict):

