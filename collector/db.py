@@ -166,6 +166,30 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class RoundSummary(Base):
+    """One slot of one check, rolled up from the raw results: which agents succeeded and which
+    failed (an agent's verdict in a slot is success if any of its attempts succeeded). That is all
+    the rules need, so reports from summaries equal reports from raw results, for years."""
+
+    __tablename__ = "round_summaries"
+
+    check: Mapped[str] = mapped_column(String(128), primary_key=True)
+    slot: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    succeeded: Mapped[list] = mapped_column(JSON)
+    failed: Mapped[list] = mapped_column(JSON)
+
+
+class Lease(Base):
+    """Periodic work that must run once across collector replicas holds a lease: claimed and
+    renewed by a conditional UPDATE, taken over by another replica once it expires."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def default_sqlite_url(data_dir: str | Path = "data") -> str:
     return f"sqlite+aiosqlite:///{Path(data_dir) / 'collector.sqlite'}"
 

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from collector.service import CollectorState
 
 NAMESPACE = "uptime_collector"
+# Label values known in advance get their series at start (at 0), so that rate() and increase()
+# see the first event and dashboards show 0 rather than no data.
+RESULT_OUTCOMES = ("accepted", "duplicate")
+REJECTION_REASONS = ("token", "rate_limit", "identity", "invalid")
+WINDOW_EVENT_KINDS = ("verified", "resolved", "withdrawn")
 
 
 @dataclass
@@ -52,8 +57,15 @@ class CollectorMetrics:
             "outage_events", "Outage window transitions, by kind (verified, resolved, withdrawn).",
             ["policy", "kind"], namespace=NAMESPACE, registry=self.registry,
         )
+        for outcome in RESULT_OUTCOMES:
+            self.results.labels(outcome)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
 
     def attach(self, state: "CollectorState") -> None:
+        for policy in state.policies:
+            for kind in WINDOW_EVENT_KINDS:
+                self.windows.labels(policy, kind)
         self.registry.register(_StateCollector(state))
 
 
@@ -115,18 +127,31 @@ class _StateCollector(Collector):
         yield seen
         yield offset
         yield skewed
+        # Month-to-date figures of each policy's SLA report, in Prometheus base units (seconds,
+        # ratios 0-1); the report itself speaks minutes and percent.
         availability = GaugeMetricFamily(
-            f"{NAMESPACE}_policy_availability_percent",
-            "Month-to-date availability of the policy's service, in percent (period in the contract's time zone).",
+            f"{NAMESPACE}_policy_availability_ratio",
+            "Month-to-date availability of the policy's service, as a ratio 0-1 "
+            "(period is the calendar month in the contract's time zone).",
+            labels=["policy"],
+        )
+        target = GaugeMetricFamily(
+            f"{NAMESPACE}_policy_target_ratio", "Availability the policy's contract promises, as a ratio 0-1.",
+            labels=["policy"],
+        )
+        allowed = GaugeMetricFamily(
+            f"{NAMESPACE}_policy_allowed_downtime_seconds",
+            "Downtime the target allows in the whole current month (the monthly downtime budget).",
             labels=["policy"],
         )
         budget = GaugeMetricFamily(
-            f"{NAMESPACE}_policy_downtime_budget_remaining_minutes",
-            "Minutes of downtime left this month before the policy's target is missed (negative when missed).",
+            f"{NAMESPACE}_policy_downtime_budget_remaining_seconds",
+            "Downtime left this month before the policy's target is missed (negative once missed).",
             labels=["policy"],
         )
         downtime = GaugeMetricFamily(
-            f"{NAMESPACE}_policy_downtime_minutes", "Month-to-date verified downtime not excluded by maintenance.",
+            f"{NAMESPACE}_policy_downtime_seconds",
+            "Month-to-date verified downtime of the policy's service not excluded by maintenance.",
             labels=["policy"],
         )
         coverage = GaugeMetricFamily(
@@ -135,13 +160,19 @@ class _StateCollector(Collector):
         )
         for policy, report in sorted(self.state.policy_status.items()):
             if report.get("availability_percent") is not None:
-                availability.add_metric([policy], float(report["availability_percent"]))
+                availability.add_metric([policy], float(report["availability_percent"]) / 100)
+            if report.get("target_percent") is not None:
+                target.add_metric([policy], float(report["target_percent"]) / 100)
+            if report.get("allowed_downtime_minutes") is not None:
+                allowed.add_metric([policy], float(report["allowed_downtime_minutes"]) * 60)
             if report.get("remaining_budget_minutes") is not None:
-                budget.add_metric([policy], float(report["remaining_budget_minutes"]))
-            downtime.add_metric([policy], float(report.get("downtime_minutes") or 0))
+                budget.add_metric([policy], float(report["remaining_budget_minutes"]) * 60)
+            downtime.add_metric([policy], float(report.get("downtime_minutes") or 0) * 60)
             if report.get("data_coverage_percent") is not None:
                 coverage.add_metric([policy], float(report["data_coverage_percent"]) / 100)
         yield availability
+        yield target
+        yield allowed
         yield budget
         yield downtime
         yield coverage

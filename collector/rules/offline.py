@@ -232,7 +232,7 @@ def evaluate_windows(policy: Policy, index: ObservationIndex, start: datetime, e
     lo, hi = to_us(start), to_us(horizon)
     if horizon < end:
         hi -= hi % iu   # the slot that contains `now` has not finished: its reports may be on the way
-    rounds = index.rounds_us(lo, hi) if hi > lo else []
+    rounds = index.rounds_us(lo, hi, sparse=True) if hi > lo else []
     if not rounds:
         return rounds, []
     first_data, last_data = index.first_slot_us, index.last_slot_us
@@ -241,7 +241,7 @@ def evaluate_windows(policy: Policy, index: ObservationIndex, start: datetime, e
         head = to_us(rounds[0].slot)
         if head <= first_data:
             break
-        rounds = index.rounds_us(max(first_data, head - _CHUNK_ROUNDS * iu), head) + rounds
+        rounds = index.rounds_us(max(first_data, head - _CHUNK_ROUNDS * iu), head, sparse=True) + rounds
     if horizon == end:
         while last_data is not None and rounds[-1].verdict == Verdict.FAILED:
             tail = to_us(rounds[-1].slot) + iu
@@ -250,7 +250,7 @@ def evaluate_windows(policy: Policy, index: ObservationIndex, start: datetime, e
             limit = last_data + iu if now_us is None else now_us - now_us % iu
             if tail >= limit:
                 break
-            rounds = rounds + index.rounds_us(tail, min(limit, tail + _CHUNK_ROUNDS * iu))
+            rounds = rounds + index.rounds_us(tail, min(limit, tail + _CHUNK_ROUNDS * iu), sparse=True)
     return rounds, find_windows(policy, rounds, open_tail=now is not None)
 
 

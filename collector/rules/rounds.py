@@ -7,6 +7,8 @@ success when any of its attempts there succeeded. A slot with no reports is UNKN
 """
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
@@ -146,6 +148,7 @@ class ObservationIndex:
             else:
                 self._expected[comp] = tuple(sorted(seen[comp]))
         self._empty = {comp: self._component_round(comp, None) for comp in components}
+        self._data_slots = sorted({slot for _comp, slot in self._groups})
 
     @property
     def first_slot(self) -> datetime | None:
@@ -181,39 +184,58 @@ class ObservationIndex:
                                     min_reporting=quorum.min_reporting, k=quorum.k)
         return ComponentRound(comp, verdict, failed, succeeded, missing)
 
-    def rounds_us(self, start_us: int, end_us: int) -> list[Round]:
-        """Rounds for every slot that overlaps [start_us, end_us) (microseconds since the epoch)."""
+    def rounds_us(self, start_us: int, end_us: int, *, sparse: bool = False) -> list[Round]:
+        """Rounds for every slot that overlaps [start_us, end_us) (microseconds since the epoch);
+        with `sparse`, a stretch of slots nobody reported is one UNKNOWN round (see _fill)."""
         iu = self.interval_us
         cache: dict[tuple, ComponentRound] = {}
         out: list[Round] = []
         append = out.append
         first = start_us - start_us % iu
         with paused_gc():
-            self._fill(first, end_us, cache, append)
+            self._fill(first, end_us, cache, append, sparse)
         return out
 
-    def _fill(self, first: int, end_us: int, cache: dict, append) -> None:
+    def _fill(self, first: int, end_us: int, cache: dict, append, sparse: bool) -> None:
+        """Rounds from `first` to `end_us`. A stretch of slots nobody reported is given as ONE
+        UNKNOWN round at its start: it breaks runs exactly as every slot of it would, and reports
+        count the slots they expected but were not given as UNKNOWN too. A month of 2-second
+        slots with an hour of data is then an hour of rounds, not 1.3 million."""
         iu = self.interval_us
         components = self.components
         groups = self._groups
         empty = self._empty
         mode = self.policy.compose
         single = len(components) == 1
-        for slot in range(first, end_us, iu):
-            parts = []
-            for comp in components:
-                reports = groups.get((comp, slot))
-                if reports is None:
-                    parts.append(empty[comp])
-                    continue
-                # rounds with the same reports share one ComponentRound (most rounds look alike)
-                key = (comp, *reports.items())
-                part = cache.get(key)
-                if part is None:
-                    part = cache[key] = self._component_round(comp, reports)
-                parts.append(part)
-            verdict = parts[0].verdict if single else compose(mode, [p.verdict for p in parts])
-            append(Round(_from_us(slot), verdict, tuple(parts)))
+        data = self._data_slots
+        i = bisect_left(data, first)
+        slot = first
+        while slot < end_us:
+            if i < len(data) and data[i] == slot:
+                i += 1
+                parts = []
+                for comp in components:
+                    reports = groups.get((comp, slot))
+                    if reports is None:
+                        parts.append(empty[comp])
+                        continue
+                    # rounds with the same reports share one ComponentRound (most rounds look alike)
+                    key = (comp, *reports.items())
+                    part = cache.get(key)
+                    if part is None:
+                        part = cache[key] = self._component_round(comp, reports)
+                    parts.append(part)
+                verdict = parts[0].verdict if single else compose(mode, [p.verdict for p in parts])
+                append(Round(_from_us(slot), verdict, tuple(parts)))
+                slot += iu
+            else:
+                parts = tuple(empty[comp] for comp in components)
+                verdict = parts[0].verdict if single else compose(mode, [p.verdict for p in parts])
+                append(Round(_from_us(slot), verdict, parts))
+                if sparse:
+                    slot = data[i] if i < len(data) and data[i] < end_us else end_us
+                else:
+                    slot += iu
 
     def rounds(self, start: datetime, end: datetime) -> list[Round]:
         return self.rounds_us(_to_us(start), _to_us(end))
