@@ -9,7 +9,7 @@ import re
 import secrets
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -143,7 +143,9 @@ async def post_results(request: web.Request) -> web.Response:
         now = datetime.now(timezone.utc)
         known = {name: c.interval for name, c in state.checks.items()}
         try:
-            rows = check_batch(batch, known, now)
+            rows = check_batch(batch, known, now,
+                               max_age=timedelta(seconds=state.config.ingest.max_result_age),
+                               max_skew=timedelta(seconds=state.config.ingest.max_future_skew))
         except RequestError:
             state.metrics.rejections.labels("invalid").inc()
             raise
@@ -416,15 +418,41 @@ def setup_routes(app: web.Application) -> None:
 
 
 async def _lifecycle(app: web.Application):
-    """Migrate, sync the config into the database, evaluate periodically; undo it all on exit."""
+    """Migrate, sync the config into the database, run the periodic jobs; undo it all on exit.
+
+    Evaluation and retention run on one replica at a time (the holder of their lease); status
+    gauges and notification delivery run on every replica (delivery claims row by row)."""
     state = app[STATE]
     await upgrade_async(state.config.database_url)
     await state.sync_config()
     scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    running: set[asyncio.Task] = set()
+
+    def tracked(job):
+        # Jobs are tracked so that shutdown waits for them before the engine is disposed.
+        async def run() -> None:
+            task = asyncio.current_task()
+            running.add(task)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failing job is logged and tried again at its next run
+                log.exception("periodic job %s failed", job.__name__)
+            finally:
+                running.discard(task)
+        run.__name__ = job.__name__
+        return run
 
     async def evaluate() -> None:
-        with state.metrics.evaluation_seconds.time():
-            await state.evaluator.tick()
+        now = datetime.now(timezone.utc)
+        if await state.hold_lease("evaluation", now):
+            with state.metrics.evaluation_seconds.time():
+                await state.evaluator.scan_received(now)
+                await state.evaluator.tick(now)
+        else:
+            state.evaluator.lost_lead()
+            await state.evaluator.refresh_open_windows()
 
     async def refresh_status() -> None:
         await state.refresh_status()
@@ -432,16 +460,26 @@ async def _lifecycle(app: web.Application):
     async def deliver() -> None:
         await state.deliverer.run_once()
 
+    async def retention() -> None:
+        if await state.hold_lease("retention", datetime.now(timezone.utc), ttl=state.config.retention.interval * 2):
+            await state.expire_raw_results()
+
     now = datetime.now(timezone.utc)
-    scheduler.add_job(evaluate, "interval", seconds=state.config.evaluation.interval,
-                      max_instances=1, coalesce=True, next_run_time=now)
-    scheduler.add_job(refresh_status, "interval", seconds=state.config.evaluation.status_interval,
-                      max_instances=1, coalesce=True, next_run_time=now)
-    scheduler.add_job(deliver, "interval", seconds=1, max_instances=1, coalesce=True, next_run_time=now)
+    every = {
+        evaluate: state.config.evaluation.interval,
+        refresh_status: state.config.evaluation.status_interval,
+        deliver: 1.0,
+        retention: state.config.retention.interval,
+    }
+    for job, seconds in every.items():
+        scheduler.add_job(tracked(job), "interval", seconds=seconds, max_instances=1, coalesce=True, next_run_time=now)
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
-    await asyncio.sleep(0)
+    for task in list(running):
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+    await state.release_leases()
     await state.deliverer.close()
     await state.engine.dispose()
 

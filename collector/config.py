@@ -142,6 +142,22 @@ class RateLimit(_Strict):
     burst: int = Field(default=100, ge=1)
 
 
+class Retention(_Strict):
+    # Raw results are summarised per round and deleted after this long; summaries and windows are
+    # kept for good. It must exceed ingest.max_result_age, so that no late result can arrive for
+    # a slot that was already summarised.
+    raw: Duration = 90 * 86400.0
+    interval: Duration = 600.0
+
+
+class Ingest(_Strict):
+    # Results older than this are refused: nothing evaluates them any more, and a wildly old
+    # timestamp is likelier a broken clock than a replay (the agent spool keeps 7 days by default).
+    max_result_age: Duration = 35 * 86400.0
+    # A slot further in the future than this means the agent's clock runs ahead.
+    max_future_skew: Duration = 30.0
+
+
 class Listen(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -157,6 +173,11 @@ class CollectorConfig(_Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     evaluation: Evaluation = Evaluation()
     rate_limit: RateLimit = RateLimit()
+    ingest: Ingest = Ingest()
+    retention: Retention = Retention()
+    # Periodic evaluation runs on one replica at a time: the holder of this lease, renewed every
+    # evaluation tick; another replica takes over once it expires (several collectors, one database).
+    lease_ttl: Duration = 10.0
     # An agent whose clock is off by more than this is flagged (metric and agents list): its slots
     # would not line up with the other vantage points' (issue 4, "Liveness and time").
     max_clock_offset: Duration = 2.0
@@ -172,6 +193,9 @@ class CollectorConfig(_Strict):
         _unique([c.name for c in self.checks], "checks", "name")
         _unique([p.name for p in self.policies] + [c.name for c in self.checks], "policies", "name")
         _unique([n.name for n in self.notifications], "notifications", "name")
+        if self.retention.raw <= self.ingest.max_result_age:
+            raise ValueError("retention.raw: must be longer than ingest.max_result_age, or a late result "
+                             "could arrive for a slot already summarised")
         for i, check in enumerate(self.checks):
             for agent in check.agents or []:
                 if agent not in agent_ids:

@@ -111,7 +111,11 @@ class Result(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_results_check_slot", "check", "slot"),)
+    __table_args__ = (
+        Index("ix_results_check_slot", "check", "slot"),
+        # The evaluating replica finds results other replicas ingested by when they arrived.
+        Index("ix_results_received_at", "received_at"),
+    )
 
 
 class OutageWindow(Base):

@@ -29,6 +29,11 @@ from collector.rules.windows import find_windows
 log = logging.getLogger("uptime.collector.evaluator")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Results another replica committed just before the previous scan may carry a received_at a bit
+# older than it (clock and commit order): scans overlap by this much; re-judging is idempotent.
+RESCAN_OVERLAP = timedelta(seconds=30)
+# A replica that becomes the evaluator re-judges what arrived in this long before it took over.
+RESCAN_ON_LEAD = timedelta(minutes=10)
 
 
 @dataclass
@@ -80,10 +85,35 @@ class LiveEvaluator:
         self.policies = list(policies)
         self.grace = timedelta(seconds=grace)
         self.on_event = on_event
+        self._last_scan: datetime | None = None
         self._by_check: dict[str, list[LivePolicy]] = {}
         for lp in self.policies:
             for component in lp.policy.components:
                 self._by_check.setdefault(component, []).append(lp)
+
+    async def scan_received(self, now: datetime) -> None:
+        """Mark dirty what any replica stored since the last scan (not only this one's ingest):
+        the evaluating replica must see results that reached the others."""
+        since = (self._last_scan - RESCAN_OVERLAP) if self._last_scan is not None else now - RESCAN_ON_LEAD
+        async with self.sessionmaker() as session:
+            received = await store.slots_received_since(session, since)
+        for check, slot in received.items():
+            self.mark_dirty(check, slot)
+        self._last_scan = now
+
+    def lost_lead(self) -> None:
+        """Another replica evaluates now; when this one leads again it rescans and re-judges."""
+        self._last_scan = None
+        for lp in self.policies:
+            lp.windows_known = False
+
+    async def refresh_open_windows(self) -> None:
+        """A replica that does not evaluate still reports open outages (from the database)."""
+        async with self.sessionmaker() as session:
+            open_now = await store.open_windows(session)
+        for lp in self.policies:
+            start = open_now.get(lp.name)
+            lp.open_window = {"start": start} if start is not None else None
 
     def mark_dirty(self, check: str, slot: datetime) -> None:
         """Ingest calls this after its transaction committed: these rounds must be judged again."""

@@ -83,7 +83,8 @@ def parse_batch(payload: Any) -> ResultBatch:
         raise RequestError(describe(err), 422) from None
 
 
-def check_batch(batch: ResultBatch, known_checks: dict[str, float], now: datetime) -> list[dict[str, Any]]:
+def check_batch(batch: ResultBatch, known_checks: dict[str, float], now: datetime, *,
+                max_age: timedelta = MAX_RESULT_AGE, max_skew: timedelta = MAX_FUTURE_SKEW) -> list[dict[str, Any]]:
     """Refuse the whole batch when any result is unusable; return rows ready for the store."""
     rows = []
     for i, r in enumerate(batch.results):
@@ -91,10 +92,11 @@ def check_batch(batch: ResultBatch, known_checks: dict[str, float], now: datetim
         interval = known_checks.get(r.check)
         if interval is None:
             raise RequestError(f"{where}.check: unknown check {r.check!r}", 422)
-        if r.slot > now + MAX_FUTURE_SKEW:
+        if r.slot > now + max_skew:
             raise RequestError(f"{where}.slot: {r.slot.isoformat()} lies in the future (collector time {now.isoformat()}); check the agent's clock", 422)
-        if r.slot < now - MAX_RESULT_AGE:
-            raise RequestError(f"{where}.slot: {r.slot.isoformat()} is older than {MAX_RESULT_AGE.days} days", 422)
+        if r.slot < now - max_age:
+            raise RequestError(f"{where}.slot: {r.slot.isoformat()} is older than the collector accepts "
+                               f"({max_age.total_seconds() / 86400:g} days)", 422)
         if r.ok and r.error is not None:
             raise RequestError(f"{where}.error: a successful result has no error reason", 422)
         if not r.ok and r.error is None:

@@ -176,6 +176,13 @@ class _StateCollector(Collector):
         yield budget
         yield downtime
         yield coverage
+        leader = GaugeMetricFamily(
+            f"{NAMESPACE}_lease_held", "1 while this collector replica holds the lease for the periodic job.",
+            labels=["lease"],
+        )
+        for name, held in sorted(self.state.leases.items()):
+            leader.add_metric([name], 1.0 if held else 0.0)
+        yield leader
         info = InfoMetricFamily(f"{NAMESPACE}_build", "Collector build information.")
         info.add_metric([], {"version": self.state.version})
         yield info

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
@@ -89,6 +92,8 @@ class CollectorState:
     last_probe: dict[tuple[str, str], LastProbe] = field(default_factory=dict)
     agent_contact: dict[str, AgentContact] = field(default_factory=dict)
     policy_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    leases: dict[str, bool] = field(default_factory=dict)
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
     deliverer: Deliverer | None = None
     version: str = VERSION
 
@@ -191,6 +196,43 @@ class CollectorState:
                                 "policy": name, "maintenance": m.to_dict(), "report_url": self.report_url(name, m.start),
                             })
                 await session.commit()
+
+    # --- replicas -------------------------------------------------------------------------------
+
+    async def hold_lease(self, name: str, now: datetime, ttl: float | None = None) -> bool:
+        ttl = ttl if ttl is not None else max(self.config.lease_ttl, 3 * self.config.evaluation.interval)
+        async with self.sessionmaker() as session:
+            held = await store.hold_lease(session, name, self.instance_id, ttl, now)
+            await session.commit()
+        if held != self.leases.get(name, False):
+            log.info("%s lease %s by this collector (%s)", name, "taken" if held else "held elsewhere", self.instance_id)
+        self.leases[name] = held
+        return held
+
+    async def release_leases(self) -> None:
+        """On a clean stop another replica takes over at once instead of after the lease expires."""
+        try:
+            async with self.sessionmaker() as session:
+                for name, held in self.leases.items():
+                    if held:
+                        await store.release_lease(session, name, self.instance_id)
+                await session.commit()
+        except Exception:  # the database may be gone; the leases then simply expire
+            log.warning("could not release leases at shutdown")
+
+    async def expire_raw_results(self) -> int:
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.config.retention.raw)
+        total = 0
+        while True:
+            async with self.sessionmaker() as session:
+                removed = await store.roll_up_and_expire(session, cutoff)
+                await session.commit()
+            total += removed
+            if removed == 0:
+                break
+        if total:
+            log.info("retention: %d raw results older than %s summarised per round and removed", total, cutoff.isoformat())
+        return total
 
     def expected_by_component(self, policy: Policy) -> dict[str, list[str]]:
         return {c: self.config.agents_of(self.checks[c]) for c in policy.components if c in self.checks}

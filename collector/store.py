@@ -4,14 +4,14 @@ transaction (one per request or job), so a batch is stored whole or not at all."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from collector.db import Agent, Check, Maintenance, OutageWindow, Result
+from collector.db import Agent, Check, Lease, Maintenance, OutageWindow, Result, RoundSummary
 from collector.rules.model import Observation
 
 
@@ -130,15 +130,105 @@ async def insert_results(session: AsyncSession, agent_id: str, rows: Sequence[di
 async def load_observations(
     session: AsyncSession, checks: Sequence[str], start: datetime, end: datetime
 ) -> list[Observation]:
+    """The evidence for [start, end): raw results, and the round summaries that replaced raw
+    results past their retention. An agent's verdict in a slot is success if any attempt
+    succeeded, so a summary row stands for its raw rows exactly (and overlap is harmless)."""
+    checks = list(checks)
     stmt = (
         select(Result.agent_id, Result.check, Result.slot, Result.ok)
-        .where(Result.check.in_(list(checks)), Result.slot >= start, Result.slot < end)
+        .where(Result.check.in_(checks), Result.slot >= start, Result.slot < end)
     )
-    return [Observation(agent=a, check=c, ts=s, ok=bool(ok)) for a, c, s, ok in (await session.execute(stmt)).all()]
+    out = [Observation(agent=a, check=c, ts=s, ok=bool(ok)) for a, c, s, ok in (await session.execute(stmt)).all()]
+    summaries = select(RoundSummary).where(RoundSummary.check.in_(checks), RoundSummary.slot >= start, RoundSummary.slot < end)
+    for row in (await session.scalars(summaries)).all():
+        out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=True) for a in row.succeeded)
+        out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=False) for a in row.failed)
+    return out
 
 
 async def first_result_slot(session: AsyncSession, checks: Sequence[str]) -> datetime | None:
-    return await session.scalar(select(func.min(Result.slot)).where(Result.check.in_(list(checks))))
+    checks = list(checks)
+    raw = await session.scalar(select(func.min(Result.slot)).where(Result.check.in_(checks)))
+    rolled = await session.scalar(select(func.min(RoundSummary.slot)).where(RoundSummary.check.in_(checks)))
+    return min((t for t in (raw, rolled) if t is not None), default=None)
+
+
+async def slots_received_since(session: AsyncSession, since: datetime) -> dict[str, datetime]:
+    """Per check, the earliest slot among results any replica stored since `since`."""
+    stmt = select(Result.check, func.min(Result.slot)).where(Result.received_at >= since).group_by(Result.check)
+    return {check: slot for check, slot in (await session.execute(stmt)).all()}
+
+
+async def open_windows(session: AsyncSession) -> dict[str, datetime]:
+    rows = await session.execute(select(OutageWindow.policy, OutageWindow.start).where(OutageWindow.end.is_(None)))
+    return {policy: start for policy, start in rows.all()}
+
+
+async def hold_lease(session: AsyncSession, name: str, holder: str, ttl: float, now: datetime) -> bool:
+    """Claim or renew the lease `name` for `holder` (conditional UPDATE, then INSERT if it never
+    existed). Whoever changes 0 rows knows another replica holds it."""
+    expires = now + timedelta(seconds=ttl)
+    renewed = await session.execute(
+        update(Lease).where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
+        .values(holder=holder, expires_at=expires)
+    )
+    if renewed.rowcount == 1:
+        return True
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        insert = postgresql.insert(Lease).on_conflict_do_nothing(index_elements=["name"])
+    else:
+        insert = sqlite.insert(Lease).on_conflict_do_nothing(index_elements=["name"])
+    created = await session.execute(insert.values(name=name, holder=holder, expires_at=expires))
+    return created.rowcount == 1
+
+
+async def release_lease(session: AsyncSession, name: str, holder: str) -> None:
+    await session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
+
+
+async def roll_up_and_expire(session: AsyncSession, cutoff: datetime, max_rows: int = 200_000) -> int:
+    """Summarise the raw results of slots before `cutoff` into round summaries, then delete them.
+
+    Runs in the caller's transaction, so a slot is never deleted without its summary; works one
+    check at a time and at most `max_rows` raw rows per call (call again while it returns > 0).
+    Ingest refuses results older than its age limit, which is below the raw retention, so a
+    summarised slot never receives a late result."""
+    checks = (await session.scalars(select(Result.check).where(Result.slot < cutoff).distinct())).all()
+    removed = 0
+    for check in checks:
+        rows = (await session.execute(
+            select(Result.slot, Result.agent_id, Result.ok).where(Result.check == check, Result.slot < cutoff)
+            .order_by(Result.slot).limit(max_rows)
+        )).all()
+        boundary = cutoff
+        if len(rows) == max_rows:
+            boundary = rows[-1][0]  # that slot may continue past the limit: it waits for the next call
+        verdicts: dict[datetime, dict[str, bool]] = {}
+        for slot, agent, ok in rows:
+            if slot < boundary:
+                group = verdicts.setdefault(slot, {})
+                group[agent] = group.get(agent, False) or bool(ok)
+        existing = {r.slot: r for r in (await session.scalars(
+            select(RoundSummary).where(RoundSummary.check == check, RoundSummary.slot.in_(list(verdicts)))
+        )).all()} if verdicts else {}
+        for slot, group in verdicts.items():
+            row = existing.get(slot)
+            if row is not None:  # a slot summarised before (e.g. rows over two calls): merge
+                for a in row.succeeded:
+                    group[a] = True
+                for a in row.failed:
+                    group.setdefault(a, False)
+                row.succeeded = sorted(a for a, ok in group.items() if ok)
+                row.failed = sorted(a for a, ok in group.items() if not ok)
+            else:
+                session.add(RoundSummary(check=check, slot=slot, succeeded=sorted(a for a, ok in group.items() if ok),
+                                         failed=sorted(a for a, ok in group.items() if not ok)))
+        await session.flush()
+        result = await session.execute(delete(Result).where(Result.check == check, Result.slot < boundary))
+        removed += result.rowcount
+        if removed >= max_rows:
+            break
+    return removed
 
 
 async def load_windows(

@@ -29,8 +29,14 @@ def upgrade() -> None:
     sa.Column('failed', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('check', 'slot', name=op.f('pk_round_summaries'))
     )
+    with op.batch_alter_table('results', schema=None) as batch_op:
+        batch_op.create_index('ix_results_received_at', ['received_at'], unique=False)
+
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('results', schema=None) as batch_op:
+        batch_op.drop_index('ix_results_received_at')
+
     op.drop_table('round_summaries')
     op.drop_table('leases')
