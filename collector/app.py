@@ -191,7 +191,8 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 async def get_assignments(request: web.Request) -> web.Response:
     state = request.app[STATE]
     agent_id = await _agent_from_token(request)
-    checks = [c.prober_spec() for c in state.config.checks if agent_id in state.config.agents_of(c)]
+    # a check without an `agents:` list is for every agent, also one registered with `agents add`
+    checks = [c.prober_spec() for c in state.config.checks if c.agents is None or agent_id in c.agents]
     body = json.dumps({"agent": agent_id, "checks": checks}, sort_keys=True)
     etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
     if request.headers.get("If-None-Match") == etag:

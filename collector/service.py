@@ -73,11 +73,23 @@ def policy_for_entry(entry: PolicyEntry, checks: dict[str, CheckEntry], index: i
 
 def build_live_policies(config: CollectorConfig) -> list[LivePolicy]:
     checks = {c.name: c for c in config.checks}
-    live = [LivePolicy(policy_for_check(c), {c.name: config.agents_of(c)}) for c in config.checks]
+    live = [LivePolicy(policy_for_check(c), expected_agents(config, [c.name])) for c in config.checks]
     for i, entry in enumerate(config.policies):
         policy = policy_for_entry(entry, checks, i)
-        live.append(LivePolicy(policy, {c: config.agents_of(checks[c]) for c in policy.components}))
+        live.append(LivePolicy(policy, expected_agents(config, policy.components)))
     return live
+
+
+def expected_agents(config: CollectorConfig, components: list[str]) -> dict[str, list[str]]:
+    """The agents each component's rounds wait for: the check's assignment. Where the config names
+    no agents at all (e.g. only tokens registered with `agents add`, or imported evidence), the
+    policy's own rule applies instead (its expected count, or the agents seen reporting)."""
+    checks = {c.name: c for c in config.checks}
+    out = {}
+    for name in components:
+        if name in checks and config.agents_of(checks[name]):
+            out[name] = config.agents_of(checks[name])
+    return out
 
 
 @dataclass
@@ -235,7 +247,7 @@ class CollectorState:
         return total
 
     def expected_by_component(self, policy: Policy) -> dict[str, list[str]]:
-        return {c: self.config.agents_of(self.checks[c]) for c in policy.components if c in self.checks}
+        return expected_agents(self.config, policy.components)
 
     async def sync_config(self) -> None:
         """Make the database agree with the config: agents and their token hashes, checks."""

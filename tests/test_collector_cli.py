@@ -127,3 +127,24 @@ def test_agents_add_prints_a_token_once_and_revoke_takes_effect(tmp_path: Path) 
     missing = run("agents", "revoke", "nobody", "--config", str(cfg))
     assert missing.returncode == 2
     assert "no agent 'nobody'" in missing.stderr
+
+
+def test_import_then_report_from_the_database_equals_the_offline_report(tmp_path: Path) -> None:
+    results = tmp_path / "r.jsonl"
+    write_results(results, range(10, 42))
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(yaml.safe_dump({
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}",
+        "checks": [{"name": "transit", "type": "icmp", "host": "127.0.0.1", "interval": 60}],
+        "policies": [{"name": "sla", "preset": "nexcess", "components": ["transit"]}]}))
+    first = run("import", "--config", str(cfg), "--results", str(results))
+    assert first.returncode == 0, first.stderr
+    assert "imported 180 results (0 already stored) from 3 agents" in first.stdout
+    again = run("import", "--config", str(cfg), "--results", str(results))
+    assert "imported 0 results (180 already stored)" in again.stdout
+    from_db = json.loads(run("report", "--config", str(cfg), "--policy", "sla", "--period", "2026-10",
+                             "--format", "json").stdout)
+    offline = json.loads(run("report", "--policy", "nexcess", "--period", "2026-10", "--results", str(results),
+                             "--format", "json").stdout)
+    for key in ("total_minutes", "downtime_minutes", "availability_percent", "outages", "credit", "data_coverage_percent"):
+        assert from_db[key] == offline[key], key
