@@ -28,6 +28,7 @@ from collector.rules.offline import InputError
 from collector.rules.periods import month_bounds
 from collector.rules.policy import PolicyError
 from collector.service import AgentContact, CollectorState
+from collector.status import setup_status_routes
 
 log = logging.getLogger("uptime.collector.http")
 
@@ -415,7 +416,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/api/v1/openapi.json", get_openapi)
-    from collector.status import setup_status_routes; setup_status_routes(app)  # noqa: E702
+    setup_status_routes(app)
 
 
 async def _lifecycle(app: web.Application):

@@ -152,6 +152,7 @@ async def run_demo(duration: float = 60.0) -> int:
     try:
         console.print("[bold]uptime demo[/]: one collector, six agents, one HTTP target; polls every "
                       f"{INTERVAL:g} s, an outage needs all six agents failing for {MIN_DURATION:g} s.")
+        console.print(f"  status page    {base}/")
         console.print(f"  collector API  {base}/api/v1/outages")
         console.print(f"  metrics        {base}/metrics")
         console.print(f"  target         http://127.0.0.1:{target.port}/   (data in {workdir})")

@@ -1,0 +1,78 @@
+"""The status page's reads: a handful of statements whatever the number of services and days.
+
+1. Windows of the last 12 months, all policies at once, without their evidence; then the evidence
+   of the windows the page lists (at most pages.MAX_INCIDENTS), by id.
+2. Maintenance of the last 12 months and ahead, all policies at once.
+3. Which (check, day) pairs of the last 90 days have any result: one statement of 90 EXISTS
+   columns per configured check; each EXISTS is one seek in the (check, slot) index, so its cost
+   does not grow with the number of results (a scan grouping a year of results by day would).
+4. The newest slot of each check in the last few intervals (for "no data").
+Like collector.store, these only read; the caller owns the session.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Sequence
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from collector.db import Check, Maintenance, OutageWindow, Result
+
+__all__ = ["windows_since", "window_evidence", "maintenance_since", "evidence_days", "latest_slots"]
+
+DAY = timedelta(days=1)
+
+
+async def windows_since(session: AsyncSession, since: datetime) -> list[Any]:
+    """Every window still open or ending after `since`, all policies, oldest first: id, policy,
+    start and end only (a year of evidence would be most of the bytes; see window_evidence)."""
+    stmt = (select(OutageWindow.id, OutageWindow.policy, OutageWindow.start, OutageWindow.end)
+            .where(OutageWindow.end.is_(None) | (OutageWindow.end > since))
+            .order_by(OutageWindow.start, OutageWindow.policy))
+    return list((await session.execute(stmt)).all())
+
+
+async def window_evidence(session: AsyncSession, ids: Sequence[int]) -> dict[int, Any]:
+    """{window id: its stored evidence} for the windows a page lists."""
+    if not ids:
+        return {}
+    stmt = select(OutageWindow.id, OutageWindow.evidence).where(OutageWindow.id.in_(list(ids)))
+    return {row.id: row.evidence for row in (await session.execute(stmt)).all()}
+
+
+async def maintenance_since(session: AsyncSession, since: datetime) -> list[Maintenance]:
+    """Every announcement ending after `since` (including those still ahead), all policies."""
+    stmt = select(Maintenance).where(Maintenance.end > since).order_by(Maintenance.start, Maintenance.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def evidence_days(session: AsyncSession, checks: Sequence[str], starts: Sequence[datetime]) -> dict[str, set[int]]:
+    """{check: indexes of the days in `starts` (UTC midnights) with at least one result}.
+
+    The configured checks are read from the `checks` table, which the collector syncs from its
+    config at start; a check it does not hold yet simply has no evidence.
+    """
+    if not checks or not starts:
+        return {}
+    columns = [
+        exists().where(Result.check == Check.name, Result.slot >= start, Result.slot < start + DAY).label(f"d{i}")
+        for i, start in enumerate(starts)
+    ]
+    stmt = select(Check.name, *columns).where(Check.name.in_(list(checks)))
+    out: dict[str, set[int]] = {}
+    for row in (await session.execute(stmt)).all():
+        out[row[0]] = {i for i, present in enumerate(row[1:]) if present}
+    return out
+
+
+async def latest_slots(session: AsyncSession, checks: Sequence[str], since: datetime) -> dict[str, datetime]:
+    """{check: newest slot at or after `since`}; a check without results since then is absent."""
+    if not checks:
+        return {}
+    stmt = (select(Result.check, func.max(Result.slot))
+            .where(Result.check.in_(list(checks)), Result.slot >= since)
+            .group_by(Result.check))
+    return {check: slot for check, slot in (await session.execute(stmt)).all() if slot is not None}
+

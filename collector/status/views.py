@@ -1,0 +1,207 @@
+"""HTML routes: the status page at `/` and the SLA report pages under `/policies/` (issue 6, item 1).
+
+Pages are rendered on the server with Jinja2 and work without JavaScript. A visitor's mistake (a
+month that does not parse, a policy that does not exist) gets a page that names it, with a 4xx
+status; a database that does not answer gets a 503 page; neither is ever a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from collector.rules.offline import InputError
+from collector.rules.periods import next_period, parse_period, period_of, previous_period
+from collector.rules.policy import Policy, PolicyError
+from collector.reporting import report_from_db
+
+from . import format as fmt
+from . import queries
+from .history import DAYS_SHOWN, LEVELS, Days, evidence_view
+from .pages import INCIDENT_MONTHS, build_status_page, policy_url
+
+__all__ = ["setup_status_routes"]
+
+log = logging.getLogger("uptime.collector.status")
+
+UTC = timezone.utc
+_PERIOD = re.compile(r"^\d{4}-\d{2}$")
+# The first month a report can describe: slots count from the Unix epoch.
+FIRST_PERIOD = "1970-01"
+_DB_ERRORS = (OperationalError, DBAPIError, ConnectionError, OSError)
+
+CREDIT_NAMES = {
+    "none": "no service credit",
+    "tiered_percent": "percentage of the month's fees by availability band",
+    "half_day_per_started_hour": "days of fees per started hour of downtime",
+    "day_per_outage_day": "one day of fees per local day with an outage",
+    "per_outage_increment": "percentage of the monthly fee per complete increment of each outage",
+    "pro_rata": "pro-rata rebate of the fees for the downtime",
+}
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("collector.status", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(
+        percent=fmt.percent, minutes=fmt.minutes, duration=fmt.duration, moment=fmt.moment,
+        iso=fmt.iso_utc, month_name=fmt.month_name, policy_url=policy_url,
+    )
+    env.globals.update(LEVELS=LEVELS, DAYS_SHOWN=DAYS_SHOWN, CREDIT_NAMES=CREDIT_NAMES,
+                       INCIDENT_MONTHS=INCIDENT_MONTHS, evidence_view=evidence_view)
+    return env
+
+
+ENV = _environment()
+
+
+def _state(request: web.Request):
+    # Imported here: collector.app imports this package when it sets up its routes.
+    from collector.app import STATE
+
+    return request.app[STATE]
+
+
+async def _render(name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> web.Response:
+    # A page for hundreds of services takes a while to render: keep it off the event loop.
+    html = await asyncio.to_thread(ENV.get_template(name).render, **context)
+    response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-cache", **(headers or {})})
+    response.enable_compression()
+    return response
+
+
+async def _error(status: int, title: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return await _render("error.html", status=status, headers=headers, title=title, message=message)
+
+
+def _private(request: web.Request) -> bool:
+    """True when reads are not public and the request does not carry the admin token."""
+    config = _state(request).config
+    if config.public_reads:
+        return False
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    expected = config.admin_token
+    return not (expected and scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected))
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """`GET /`: every service's state, 90 daily bars, the outages and maintenance of 12 months."""
+    if _private(request):
+        return await _error(401, "Private status page",
+                            "This collector's pages need the admin token (public_reads is off).",
+                            {"WWW-Authenticate": "Bearer"})
+    state = _state(request)
+    now = datetime.now(UTC)
+    days = Days.ending(now, DAYS_SHOWN)
+    checks = sorted({c for p in state.policies.values() for c in p.components})
+    since = now - timedelta(days=365)
+    longest = max((p.interval for p in state.policies.values()), default=60.0)
+    recent = now - timedelta(seconds=4 * longest + state.config.evaluation.grace)
+    try:
+        async with state.sessionmaker() as session:
+            windows = await queries.windows_since(session, min(since, days.starts[0]))
+            # a month more of maintenance: monthly budgets count the announcements before `since`
+            maintenance = await queries.maintenance_since(session, since - timedelta(days=31))
+            evidence = await queries.evidence_days(session, checks, days.starts)
+            latest = await queries.latest_slots(session, checks, recent)
+    except _DB_ERRORS as err:
+        log.warning("status page: database unavailable: %s", err.__class__.__name__)
+        return await _error(503, "Status temporarily unavailable",
+                            "The collector's database does not answer; try again in a few seconds.",
+                            {"Retry-After": "5"})
+    page = await asyncio.to_thread(
+        build_status_page, now=now, policies=state.policies, windows=windows, maintenance=maintenance,
+        evidence_by_check=evidence, latest_by_check=latest, days=days, grace=state.config.evaluation.grace)
+    try:
+        async with state.sessionmaker() as session:
+            stored = await queries.window_evidence(session, page.window_ids())
+    except _DB_ERRORS as err:
+        log.warning("status page: database unavailable: %s", err.__class__.__name__)
+        stored = {}  # the page without evidence beats no page: each entry says none is stored
+    page.attach_evidence(stored)
+    return await _render("index.html", page=page)
+
+
+def _check_period(period: str, policy: Policy, now: datetime) -> str | None:
+    """What is wrong with a requested month, in words; None when it can be reported."""
+    current = period_of(now, policy.tz)
+    if not _PERIOD.match(period or ""):
+        return f"The month {period!r} is not a month written YYYY-MM (for example {current})."
+    try:
+        parse_period(period)
+    except ValueError:
+        return f"The month {period!r} does not exist: the month must be between 01 and 12."
+    if period < FIRST_PERIOD:
+        return f"The month {period} is before {FIRST_PERIOD}; there can be no results that old."
+    if period > current:
+        return f"The month {period} has not begun yet; the latest report is for {current}."
+    return None
+
+
+async def policy_report(request: web.Request) -> web.StreamResponse:
+    """`GET /policies/{name}[/{YYYY-MM}]`: the month's SLA report for a person.
+
+    Without a month it shows the current month in the policy's time zone; the month picker's
+    `?period=` is redirected to the month's own address.
+    """
+    if _private(request):
+        return await _error(401, "Private report", "This collector's pages need the admin token (public_reads is off).",
+                            {"WWW-Authenticate": "Bearer"})
+    state = _state(request)
+    name = request.match_info["name"]
+    policy = state.policies.get(name)
+    if policy is None:
+        return await _error(404, "Unknown service", f"There is no policy named {name!r} on this collector.")
+    now = datetime.now(UTC)
+    period = request.match_info.get("period")
+    if period is None:
+        asked = request.query.get("period")
+        if asked is None:
+            period = period_of(now, policy.tz)
+        elif _check_period(asked, policy, now) is None:
+            raise web.HTTPFound(policy_url(name, asked))
+        else:
+            period = asked
+    problem = _check_period(period, policy, now)
+    if problem is not None:
+        return await _error(400, "Not a month that can be reported", problem)
+
+    # the agents each component expects, as the live evaluator and the JSON report use them
+    expected = {c: state.config.agents_of(state.checks[c]) for c in policy.components if c in state.checks}
+    try:
+        async with state.sessionmaker() as session:
+            report = await report_from_db(session, policy, period, now=now, expected_by_component=expected)
+    except (PolicyError, InputError) as err:
+        return await _error(400, "This report cannot be computed", str(err))
+    except _DB_ERRORS as err:
+        log.warning("report page: database unavailable: %s", err.__class__.__name__)
+        return await _error(503, "Report temporarily unavailable",
+                            "The collector's database does not answer; try again in a few seconds.",
+                            {"Retry-After": "5"})
+    current = period_of(now, policy.tz)
+    return await _render(
+        "report.html", report=report, policy=policy, now=now, tz=policy.timezone,
+        previous_month=previous_period(period) if previous_period(period) >= FIRST_PERIOD else None,
+        next_month=next_period(period) if next_period(period) <= current else None,
+        current=current,
+    )
+
+
+def setup_status_routes(app: web.Application) -> None:
+    app.router.add_get("/", status_page)
+    app.router.add_get("/policies/{name}", policy_report)
+    app.router.add_get("/policies/{name}/{period}", policy_report)
