@@ -38,6 +38,9 @@ DOWN_ROUNDS = 5
 # The target is stopped and started this long after a slot boundary, when that slot's probes are
 # done, so the first failed (and first recovered) round is exactly the next slot.
 OFFSET_IN_SLOT = 0.7
+# After the outage is resolved the collector stays up this long so that a person can open the
+# status page and the API; the whole demo still ends within about a minute.
+LINGER = 20.0
 
 
 def hhmmss(moment: datetime) -> str:
@@ -237,5 +240,11 @@ async def _script(console: Console, target: Target, events: asyncio.Queue, deadl
     console.print(f"GET {base}/metrics →")
     for line in metric_lines:
         console.print(f"    {line}")
+    linger = max(0.0, min(LINGER, deadline - asyncio.get_running_loop().time()))
+    if linger >= 1:
+        console.print(f"\nThe status page shows this outage with its evidence: [bold]{base}/[/] "
+                      f"(the demo ends in {linger:.0f} s; Ctrl-C ends it now)")
+        sys.stdout.flush()
+        await asyncio.sleep(linger)
     sys.stdout.flush()
     return 0 if ok else 1
