@@ -31,6 +31,7 @@ __all__ = [
     "AgentConfig",
     "Check",
     "ConfigError",
+    "GuardSection",
     "HttpCheck",
     "IcmpCheck",
     "load_config",
@@ -338,12 +339,52 @@ class ScheduleSection(_Model):
     jitter: Duration = 0.0
 
 
+class GuardSection(_Model):
+    """SSRF guard for hosted use (issue 4, "Hostile input"): off by default.
+
+    ```yaml
+    guard:
+      block_private: true     # HTTP checks never connect to private, loopback, link-local,
+                              # multicast, reserved, unspecified or cloud metadata addresses
+      allow: [203.0.113.0/24] # optional: networks exempted (metadata addresses never are)
+    ```
+
+    It sits at the top level of the agent's own file on purpose: checks may come from the
+    collector (GET /api/v1/assignments), and an assigned check must not be able to switch off
+    the protection of the network the agent runs in. When on, every address an HTTP check
+    connects to is judged at connect time, after name resolution, and again on each redirect
+    hop (agent/probers/guard.py); a check whose every address is refused fails with the reason
+    `blocked`. ICMP checks are not affected.
+    """
+
+    block_private: bool = False
+    allow: list[str] = Field(default_factory=list)
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, allow: list[str]) -> list[str]:
+        import ipaddress
+
+        for index, text in enumerate(allow):
+            try:
+                ipaddress.ip_network(str(text), strict=False)
+            except ValueError:
+                raise KeyRuleError((index,), f"invalid network {text!r}: use an address or CIDR, e.g. 10.1.2.0/24") from None
+        return allow
+
+    def networks(self) -> tuple:
+        import ipaddress
+
+        return tuple(ipaddress.ip_network(str(text), strict=False) for text in self.allow)
+
+
 class AgentConfig(_Model):
     agent: AgentSection = Field(default_factory=AgentSection)
     collector: CollectorSection
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     spool: SpoolSection = Field(default_factory=SpoolSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    guard: GuardSection = Field(default_factory=GuardSection)
     checks: list[Check] | None = None  # None or empty: fetch them from the collector
 
     @model_validator(mode="before")
@@ -352,7 +393,7 @@ class AgentConfig(_Model):
         # A YAML section whose keys are all commented out parses as null: read it as "defaults".
         if isinstance(data, Mapping):
             data = {
-                key: {} if value is None and key in ("agent", "metrics", "spool", "schedule") else value
+                key: {} if value is None and key in ("agent", "metrics", "spool", "schedule", "guard") else value
                 for key, value in data.items()
             }
         return data

@@ -22,9 +22,9 @@ from typing import Any
 
 from agent.assignments import Assignments
 from agent.collector_client import CollectorClient
-from agent.config import AgentConfig, Check, resolve
+from agent.config import AgentConfig, Check, ConfigError, resolve
 from agent.metrics import AgentMetrics, MetricsServer
-from agent.probers import PROBERS, ProbeResult, icmp
+from agent.probers import PROBERS, ProbeResult, guard, icmp
 from agent.schedule import CheckScheduler
 from agent.shipper import Heartbeat, Shipper
 from agent.spool import Spool
@@ -50,6 +50,12 @@ class Agent:
         self.config = resolve(config, env={})
         self.agent_id = self.config.agent_id
         self._on_result = on_result
+        # The SSRF guard (config `guard:`), handed to every HTTP probe; None when off.
+        self._guard: guard.AddressGuard | None = None
+        if self.config.guard.block_private:
+            if not guard.SUPPORTED:
+                raise ConfigError([("guard.block_private", "needs aiohttp 3.12 or later (TCPConnector socket_factory)")])
+            self._guard = guard.AddressGuard(self.config.guard.networks())
         self.metrics = AgentMetrics(self.agent_id)
         self.registry = self.metrics.registry
         self.spool = Spool(
@@ -114,9 +120,11 @@ class Agent:
             await self.stop(timeout=0)
             raise
         log.info(
-            "agent %s started: %d checks, collector %s, metrics %s, spool %s",
+            "agent %s started: %d checks, collector %s, metrics %s, spool %s%s",
             self.agent_id, len(self.checks), self.config.collector.url,
             f"port {self.metrics_port}" if self.metrics_port else "off", self.spool.path,
+            ", guard on (HTTP checks never connect to private, loopback, link-local or metadata addresses)"
+            if self._guard is not None else "",
         )
 
     async def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
@@ -199,7 +207,8 @@ class Agent:
         result_id = uuid.uuid4().hex  # made once here; every retry ships this same id
         t0 = time.perf_counter()
         try:
-            outcome = await PROBERS[check.type](check, agent_id=self.agent_id)
+            options = {"guard": self._guard} if check.type == "http" and self._guard is not None else {}
+            outcome = await PROBERS[check.type](check, agent_id=self.agent_id, **options)
         except Exception as exc:  # probers return failures; an exception is a bug
             log.exception("probe of %s raised", check.name)
             outcome = ProbeResult.failure("internal", f"{type(exc).__name__}: {exc}")

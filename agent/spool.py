@@ -9,6 +9,7 @@ on disk and the connection is used by one thread only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -110,6 +111,20 @@ class Spool:
             self._db.close()
             self._db = None
 
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One explicit transaction. (The connection is in autocommit mode, where sqlite3's own
+        `with connection:` begins nothing: every statement inside it would commit by itself, so
+        a move between tables could half-happen and a bulk insert would commit row by row.)"""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._worker is None:
             raise RuntimeError("spool is not open")
@@ -135,8 +150,38 @@ class Spool:
             await self._run(self._drop_for_bytes)
             self._publish()
 
+    async def put_many(self, results: list[dict[str, Any]]) -> int:
+        """Store several results in one transaction (a bulk import, or a test filling the spool);
+        then keep the spool within its bounds. Returns how many were new (ids already here are
+        ignored, as by `put`)."""
+        rows = [(r["id"], json.dumps(r, separators=(",", ":"))) for r in results]
+        inserted = await self._run(self._put_many, rows)
+        self._publish()
+        if self._bytes > self.max_bytes:
+            await self._run(self._drop_for_bytes)
+            self._publish()
+        return inserted
+
+    def _put_many(self, rows: list[tuple[str, str]]) -> int:
+        now = time.time()
+        before = self._db.total_changes
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO results (id, spooled, payload) VALUES (?, ?, ?)",
+                ((result_id, now, payload) for result_id, payload in rows),
+            )
+        inserted = self._db.total_changes - before
+        if inserted == len(rows):
+            self._count += inserted
+            self._bytes += sum(len(payload) for _, payload in rows)
+        else:  # some ids were here already: count afresh rather than guess which
+            self._count, self._bytes = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM results"
+            ).fetchone()
+        return inserted
+
     def _put(self, result_id: str, payload: str) -> None:
-        with self._db:
+        with self._transaction():
             inserted = self._db.execute(
                 "INSERT OR IGNORE INTO results (id, spooled, payload) VALUES (?, ?, ?)",
                 (result_id, time.time(), payload),
@@ -162,7 +207,7 @@ class Spool:
 
     def _delete(self, seqs: list[int]) -> int:
         deleted = freed = 0
-        with self._db:
+        with self._transaction():
             for chunk in _chunks(seqs, 500):
                 marks = ",".join("?" * len(chunk))
                 freed += self._db.execute(
@@ -182,7 +227,7 @@ class Spool:
     def _reject(self, seqs: list[int], status: int, error: str) -> int:
         now = time.time()
         moved = freed = 0
-        with self._db:
+        with self._transaction():
             for chunk in _chunks(seqs, 500):
                 marks = ",".join("?" * len(chunk))
                 freed += self._db.execute(
@@ -221,7 +266,7 @@ class Spool:
 
     def _drop_for_age(self) -> None:
         cutoff = time.time() - self.max_age
-        with self._db:
+        with self._transaction():
             count, freed = self._db.execute(
                 "SELECT count(*), coalesce(sum(length(payload)), 0) FROM results WHERE spooled < ?", (cutoff,)
             ).fetchone()
@@ -254,7 +299,7 @@ class Spool:
                 last = seq
                 if freed >= excess:
                     break
-            with self._db:
+            with self._transaction():
                 count = self._db.execute("DELETE FROM results WHERE seq <= ?", (last,)).rowcount
             self._count -= count
             self._bytes -= freed

@@ -10,7 +10,7 @@ PROBERS = {"http": http.probe, "icmp": icmp.probe}
 
 # Every reason a probe of each type can end with, so metric series exist before they happen.
 RESULTS_BY_TYPE = {
-    "http": ("ok", "dns", "connect", "timeout", "tls", "status", "body", "internal"),
+    "http": ("ok", "dns", "connect", "timeout", "tls", "status", "body", "blocked", "internal"),
     "icmp": ("ok", "dns", "timeout", "icmp", "permission", "internal"),
 }
 

@@ -1,7 +1,9 @@
 """HTTP(S) prober: one request over a fresh connection, judged by status and optionally body.
 
-Failure reasons (wire-protocol.md): dns, connect, timeout, tls, status, body; `internal` only
-for a bug in this module, which is also logged with its traceback.
+Failure reasons (wire-protocol.md): dns, connect, timeout, tls, status, body; `blocked` when the
+agent's SSRF guard refused every address the target (or a redirect hop) resolved to (see
+agent/probers/guard.py); `internal` only for a bug in this module, which is also logged with its
+traceback.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import aiohttp
 
 from agent.config import HttpCheck
 from agent.durations import format_duration
+from agent.probers.guard import AddressGuard, GuardedConnector
 from agent.probers.result import ProbeResult
 
 log = logging.getLogger(__name__)
@@ -30,13 +33,25 @@ def user_agent(agent_id: str | None) -> str:
     return f"uptime-agent/0.1 (synthetic probe; agent {agent_id})" if agent_id else USER_AGENT
 
 
-async def probe(check: HttpCheck, *, agent_id: str | None = None) -> ProbeResult:
+async def probe(
+    check: HttpCheck,
+    *,
+    agent_id: str | None = None,
+    guard: AddressGuard | None = None,
+    resolver: aiohttp.abc.AbstractResolver | None = None,
+) -> ProbeResult:
     """1. open a new connector (no pooled connection, no cached DNS answer: each probe sees the
     target as a new client would); 2. send the request; 3. read the body (bounded); 4. judge
-    status, then body. The whole exchange is bounded by `check.timeout`."""
+    status, then body. The whole exchange is bounded by `check.timeout`.
+
+    With a `guard`, the connector refuses blocked addresses at connect time, on every redirect
+    hop (agent/probers/guard.py). `resolver` replaces aiohttp's default name resolver (tests)."""
     # force_close + use_dns_cache=False on a connector of its own: a kept-alive connection or a
     # cached address would hide a DNS or connect failure that real clients would hit.
-    connector = aiohttp.TCPConnector(force_close=True, use_dns_cache=False)
+    options = {"force_close": True, "use_dns_cache": False}
+    if resolver is not None:
+        options["resolver"] = resolver
+    connector = GuardedConnector(guard, **options) if guard is not None else aiohttp.TCPConnector(**options)
     timeout = aiohttp.ClientTimeout(total=check.timeout)
     headers = {"User-Agent": user_agent(agent_id), **check.headers}
     started = time.perf_counter()
@@ -68,6 +83,9 @@ async def probe(check: HttpCheck, *, agent_id: str | None = None) -> ProbeResult
     except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError) as exc:
         return ProbeResult.failure("tls", _short(exc))
     except aiohttp.ClientConnectorError as exc:
+        if isinstance(connector, GuardedConnector) and connector.hop_blocked():
+            # every address of this hop (the target, or the redirect being followed) was refused
+            return ProbeResult.failure("blocked", connector.describe_hop(), status_code=status)
         return ProbeResult.failure("tls" if _caused_by_tls(exc) else "connect", _short(exc))
     except aiohttp.ClientPayloadError as exc:
         return ProbeResult.failure("body", f"unreadable body: {_short(exc)}", status_code=status)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# wire-protocol.md: "error": null when ok; one of these otherwise.
-ERRORS = ("dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "internal")
+# wire-protocol.md: "error": null when ok; one of these otherwise. `blocked`: the agent's SSRF
+# guard refused every address of an HTTP check's target or redirect (agent/probers/guard.py).
+ERRORS = ("dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "blocked", "internal")
 DETAIL_MAX_CHARS = 500  # wire-protocol.md: detail is short human text, <= 500 chars
 
 
