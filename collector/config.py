@@ -191,7 +191,12 @@ class CollectorConfig(_Strict):
         agent_ids = [a.id for a in self.agents]
         _unique(agent_ids, "agents", "id")
         _unique([c.name for c in self.checks], "checks", "name")
-        _unique([p.name for p in self.policies] + [c.name for c in self.checks], "policies", "name")
+        _unique([p.name for p in self.policies], "policies", "name")
+        check_names = {c.name for c in self.checks}
+        for i, p in enumerate(self.policies):
+            if p.name in check_names:
+                # every check is also evaluated as a policy of its own name (issue 2's rule)
+                raise ValueError(f"policies.{i}.name: {p.name!r} is already the name of a check")
         _unique([n.name for n in self.notifications], "notifications", "name")
         if self.retention.raw <= self.ingest.max_result_age:
             raise ValueError("retention.raw: must be longer than ingest.max_result_age, or a late result "
