@@ -230,7 +230,8 @@ def format_validation_error(source: str, err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{source}: {loc or '(top level)'}: {msg}")
+        # cross-field rules name their own key path in the message
+        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
 
 
