@@ -52,7 +52,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -689,6 +689,24 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 self.procs[name].kill()
                 self.procs[name].wait(5)
+
+    def stop_agents(self) -> None:
+        """SIGTERM the agents: each stops probing and ships what it still holds (one try, 5 s)."""
+        agents = [a for a in self.agents if self.alive(a)]
+        for a in agents:
+            self.procs[a].send_signal(signal.SIGTERM)
+        for a in agents:
+            try:
+                self.procs[a].wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.procs[a].kill()
+                self.procs[a].wait(5)
+
+    def final_rows(self) -> list:
+        """The stored results once the agents have stopped: a snapshot in which nothing is still
+        being produced, so that produced, sent, stored and spooled can be compared exactly."""
+        self.stop_agents()
+        return self.stored_rows()
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         path = self.logs / f"{name}.log"

@@ -9,12 +9,15 @@ Probing a million results takes far too long on a 2-core machine (the agent woul
      results of the same checks for the slots before the real ones (every 2 s, about 11.6
      days back), in time order, as a long absence would have left them.
 Then the agent is started again on that spool, the collector comes up, and the test waits until
-the spool is empty: every one of the spooled ids must be stored, each exactly once, and no
-(agent, check, slot) twice. Set UPTIME_FAULTS_BACKLOG to another number of results to change
-the size.
+the spool is empty: every one of the spooled ids must be stored, each exactly once, no
+(agent, check, slot) twice, and the outage hidden in the replayed history must become a window
+(replayed results reach the rules as late results). Set UPTIME_FAULTS_BACKLOG to another number
+of results to change the size.
 
-It takes several minutes on a 2-core machine (the collector ingests about 5,000 results a second
-there), more than the fault suite's budget, so it is marked `slow` and runs only when asked for:
+It takes about ten minutes on a 2-core machine: the replay reaches the collector at 1,600-1,900
+results a second end to end (10,000 per POST; the collector's ingest and its re-evaluation of
+everything from the oldest replayed slot to now share one event loop). That is beyond the fault
+suite's budget, so it is marked `slow` and runs only when asked for:
 UPTIME_FAULTS_SLOW=1 pytest tests/test_faults_backlog.py
 """
 from __future__ import annotations
@@ -24,13 +27,13 @@ import contextlib
 import os
 import sqlite3
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 import netns
-from netns import Fleet, http_check, icmp_check, slot_of, utcnow, z
+from netns import Fleet, http_check, icmp_check, z
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +41,7 @@ INTERVAL = 2.0
 AGENT = "us-east"
 BACKLOG = int(os.environ.get("UPTIME_FAULTS_BACKLOG", "1000000"))
 RUN_SLOW = os.environ.get("UPTIME_FAULTS_SLOW", "") not in ("", "0")
-REPLAY_LIMIT = 600.0  # seconds for the whole backlog to reach the collector
+REPLAY_LIMIT = 1200.0  # seconds for the whole backlog to reach the collector (about 600 s here)
 
 
 @pytest.fixture
@@ -92,18 +95,8 @@ async def fill_spool(path: Path, total: int, before: datetime) -> tuple[int, tup
         await spool.close()
 
 
-def count_rows(db_path: Path) -> int:
-    if not db_path.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)) as db:
-        try:
-            return db.execute("SELECT count(*) FROM results").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-
-
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(1800)
 async def test_a_million_spooled_results_are_all_delivered_once(lab, tmp_path: Path, report) -> None:
     started = time.monotonic()
     checks = [http_check(interval=INTERVAL), icmp_check(interval=INTERVAL)]
@@ -166,7 +159,7 @@ async def test_a_million_spooled_results_are_all_delivered_once(lab, tmp_path: P
         acked = {i for p in posts if p["status"] == 200 for i in p["ids"]}
         report(
             f"[a million results after a long collector absence] spooled={len(spooled_ids)} "
-            f"(real={real + (len(spooled_ids) - real - synthetic)}, synthetic via Spool.put_many={synthetic}) "
+            f"(real={len(spooled_ids) - synthetic}, synthetic via Spool.put_many={synthetic}) "
             f"sent={len({i for p in posts for i in p['ids']})} posts={len(posts)} acknowledged={len(acked)} "
             f"stored={stored} duplicates={doubled} lost={lost} window={z(window[0])}..{z(window[1])} "
             f"fill={fill_seconds:.0f}s "

@@ -92,7 +92,7 @@ async def test_database_restarted_under_load(lab, tmp_path: Path, report) -> Non
             assert "dbdownprobe0000000000000000000001" not in {r[0] for r in rows}  # refused with 503: not stored
             problems = continuity_problems(rows, fleet.agents, end, {}, since=t0)
             assert not problems, "\n".join(problems[:30])
-            figures = fleet.figures(rows)
+            figures = fleet.figures(fleet.final_rows())  # agents stopped: nothing in flight
             report(figures.line(
                 "PostgreSQL crash and restart under load", time.monotonic() - started,
                 f" db_down={restarted_at - stopped_at:.1f}s healthz_503={len(health)} post_503={len(posts)} "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -110,7 +110,7 @@ async def test_agent_killed_in_the_middle_of_shipping_loses_and_doubles_nothing(
         rows = fleet.stored_rows()
         problems = continuity_problems(rows, fleet.agents, end, {victim: downtime}, since=t0)
         assert not problems, "\n".join(problems[:30])
-        figures = fleet.figures(rows)
+        figures = fleet.figures(fleet.final_rows())  # agents stopped: nothing in flight
         report(figures.line("agent kill -9 mid-shipping x3", time.monotonic() - started,
                             f" agent_restarts={fleet.restarts[victim] - 1}"))
         assert (figures.duplicates, figures.lost, figures.spooled) == (0, 0, 0)
@@ -154,7 +154,7 @@ async def test_collector_killed_during_ingest_keeps_every_acknowledged_result(la
         rows = fleet.stored_rows()
         problems = continuity_problems(rows, fleet.agents, end, {}, since=t0)
         assert not problems, "\n".join(problems[:30])
-        figures = fleet.figures(rows)
+        figures = fleet.figures(fleet.final_rows())  # agents stopped: nothing in flight
         report(figures.line("collector kill -9 during ingest x3", time.monotonic() - started,
                             f" collector_restarts={fleet.restarts['collector'] - 1}"))
         assert (figures.duplicates, figures.lost, figures.spooled) == (0, 0, 0)
@@ -221,7 +221,7 @@ async def test_two_dozen_kill_cycles_of_agent_and_collector(lab, tmp_path: Path,
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         with sqlite3.connect(fleet.db_path) as db:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        figures = fleet.figures(rows)
+        figures = fleet.figures(fleet.final_rows())  # agents stopped: nothing in flight
         report(figures.line("24 kill -9 cycles of agent and collector", time.monotonic() - started,
                             f" seed={seed} collector_restarts={fleet.restarts['collector'] - 1} "
                             f"agent_restarts={fleet.restarts[victim] - 1} new_after_last_restart={len(new)}"))

@@ -103,7 +103,7 @@ async def test_one_agent_cut_is_no_outage_all_six_cut_is_the_exact_window(lab, t
             rounds = windows[0]["evidence"]["rounds"]
             assert len(rounds) == 5
             assert all(sorted(r["components"][policy]["failed"]) == sorted(fleet.agents) for r in rounds)
-        figures = fleet.figures(rows)
+        figures = fleet.figures(fleet.final_rows())  # agents stopped: nothing in flight
         report(figures.line("one agent cut, then all six", time.monotonic() - started,
                             f" window={expected[0][0]}..{expected[0][1]} (both checks), lone-agent rounds failed=4, windows from it=0"))
         assert (figures.duplicates, figures.lost, figures.spooled) == (0, 0, 0)
@@ -155,7 +155,7 @@ async def test_collector_unreachable_while_the_target_fails(lab, tmp_path: Path,
         expect_rows(fleet, rows, slots, failing)
         reasons = {(r[2], r[5]) for r in rows if not r[4]}
         assert reasons == {("web", "timeout"), ("ping", "icmp")}, reasons
-        figures = fleet.figures(rows)
+        figures = fleet.figures(fleet.final_rows())  # agents stopped: nothing in flight
         report(figures.line(
             "collector unreachable while the target fails", time.monotonic() - started,
             f" cut_off={(healed_at - cut_at).total_seconds():.0f}s spooled_at_heal={sum(spooled.values())} "

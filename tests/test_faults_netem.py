@@ -9,7 +9,6 @@ shipping and the heartbeats of an impaired agent all cross the impaired link.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from datetime import timedelta
@@ -143,7 +142,7 @@ async def test_loss_and_latency_verdicts_follow_the_probes(lab, tmp_path: Path, 
         lossy = Counter(("ok" if r[4] else "failed") for r in rows
                         if r[1] == "eu-central" and r[3] in set(a_slots))
 
-        figures = fleet.figures(rows)
+        figures = fleet.figures(fleet.final_rows())  # agents stopped: nothing in flight
         report(figures.line(
             "loss and latency on agent links", time.monotonic() - started,
             f" phaseA_rounds={PHASE_A_SLOTS} (no window) eu-central_30%loss={dict(lossy)} "

@@ -13,7 +13,6 @@ import ipaddress
 import socket
 import time
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
