@@ -24,7 +24,7 @@ from aiohttp import web  # noqa: E402
 from agent.config import parse_config  # noqa: E402
 
 WIRE_KEYS = {"id", "check", "slot", "started", "ok", "latency_ms", "status_code", "error", "detail"}
-WIRE_ERRORS = {"dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "internal"}
+WIRE_ERRORS = {"dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "blocked", "internal"}
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 
 
