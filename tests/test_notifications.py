@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
@@ -14,14 +13,9 @@ from sqlalchemy import func, select
 from collector.app import create_app
 from collector.db import Notification
 from test_collector_api import TOKENS, auth, base_slot, make_state, result
+from test_e2e_fleet import free_port
 
 SECRET = "webhook-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver:

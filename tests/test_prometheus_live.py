@@ -17,22 +17,21 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from test_e2e_fleet import console_script, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -49,17 +48,6 @@ PROMTOOL = shutil.which("promtool")
 if PROMETHEUS is None or PROMTOOL is None:
     pytest.skip("prometheus and promtool (Debian package prometheus) are not installed", allow_module_level=True)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def console_script(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    assert found, f"console script {name} is not installed"
-    return found
 
 
 def http_get(url: str, timeout: float = 5) -> str:
