@@ -151,7 +151,7 @@ async def post_results(request: web.Request) -> web.Response:
             state.metrics.rejections.labels("invalid").inc()
             raise
         async with state.sessionmaker() as session:
-            outcome = await store.insert_results(session, agent_id, rows)
+            outcome = await store.insert_results(session, agent_id, rows, replica=state.instance_id)
             await store.touch_agent(session, agent_id, now)
             await session.commit()
         # Only now, after the commit, is the batch acknowledged and evaluated.

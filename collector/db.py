@@ -111,11 +111,23 @@ class Result(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (
-        Index("ix_results_check_slot", "check", "slot"),
-        # The evaluating replica finds results other replicas ingested by when they arrived.
-        Index("ix_results_received_at", "received_at"),
-    )
+    __table_args__ = (Index("ix_results_check_slot", "check", "slot"),)
+
+
+class IngestMark(Base):
+    """Which slots of a check a stored batch touched: written in the batch's own transaction, one
+    row per check and stretch of slots, not per result. The evaluating replica reads the marks the
+    other replicas (and `uptime-collector import`) wrote to know which rounds to judge again; its
+    own ingest tells it directly."""
+
+    __tablename__ = "ingest_marks"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    replica: Mapped[str] = mapped_column(String(128))
+    check: Mapped[str] = mapped_column(String(128))
+    slot_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    slot_to: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class OutageWindow(Base):

@@ -1,14 +1,18 @@
 """Live evaluation: the stored windows are what the offline report computes from the same results.
 
 The collector does not keep its own incremental state machine. Every tick it re-runs the pure
-evaluation core (collector.rules) over the part of history that can still change:
-  1. the rounds whose grace period ended since the last tick (the tail),
-  2. the slots that late or replayed results touched (marked dirty by ingest),
-  3. extended back to the start of any window still open there, and further back while the
-     round before the range is FAILED, so a run is always judged whole (issue 3: "whether a run
-     qualifies is judged on the whole run").
-It then replaces the stored windows from that point on. Because the core is a pure function of the
+evaluation core (collector.rules) over the parts of history that can still change:
+  1. the tail: the rounds whose grace period ended since the last tick, with enough before them
+     to see a run reach the policy's minimum duration;
+  2. the stretches of slots that late or replayed results touched (marked by ingest, here or on
+     another replica);
+  3. each range widened to the whole of any stored window it touches, and further back (forward)
+     while its first (last) round is FAILED, so a run is always judged whole (issue 3: "whether a
+     run qualifies is judged on the whole run").
+It then replaces the stored windows inside each range. Because the core is a pure function of the
 results, live and offline agree by construction, also when results arrive late or out of order.
+Work per tick follows what arrived, not how far back it reaches: replaying a week of backlog costs
+the week once, not the week on every tick.
 """
 
 from __future__ import annotations
@@ -21,19 +25,22 @@ from typing import Any, Awaitable, Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collector import store
-from collector.rules.model import Verdict, Window
+from collector.rules.model import Round, Verdict, Window
 from collector.rules.policy import Policy
-from collector.rules.rounds import evaluate_rounds, slot_of
+from collector.rules.rounds import ObservationIndex, slot_of
 from collector.rules.windows import find_windows
 
 log = logging.getLogger("uptime.collector.evaluator")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# Results another replica committed just before the previous scan may carry a received_at a bit
+# Marks another replica committed just before the previous scan may carry a received_at a bit
 # older than it (clock and commit order): scans overlap by this much; re-judging is idempotent.
 RESCAN_OVERLAP = timedelta(seconds=30)
-# A replica that becomes the evaluator re-judges what arrived in this long before it took over.
+# A replica that becomes the evaluator re-judges what others stored this long before it took over.
 RESCAN_ON_LEAD = timedelta(minutes=10)
+# Rounds of marked history judged per policy and tick; the rest waits for the next tick, so that a
+# replayed backlog does not hold the event loop (and ingest) for long.
+ROUNDS_PER_TICK = 50_000
 
 
 @dataclass
@@ -42,7 +49,8 @@ class LivePolicy:
 
     policy: Policy
     expected_by_component: dict[str, list[str]]
-    dirty_from: datetime | None = None
+    # stretches [first slot, last slot] that results touched and that must be judged again
+    dirty: list[tuple[datetime, datetime]] = field(default_factory=list)
     last_settled: datetime | None = None
     open_window: dict[str, Any] | None = None
     windows_known: bool = False
@@ -54,6 +62,23 @@ class LivePolicy:
     @property
     def interval(self) -> timedelta:
         return timedelta(seconds=self.policy.interval)
+
+    @property
+    def lookback(self) -> timedelta:
+        """A window can only become verified once its run reaches min_duration, so looking back
+        that far (plus two rounds) from the newest settled round finds every new window."""
+        return max(timedelta(seconds=self.policy.min_duration), self.interval) + 2 * self.interval
+
+    def mark(self, first: datetime, last: datetime) -> None:
+        """Add a stretch to judge again; stretches closer than the lookback are judged as one."""
+        gap = self.lookback
+        merged: list[tuple[datetime, datetime]] = []
+        for lo, hi in sorted([*self.dirty, (first, last)]):
+            if merged and lo <= merged[-1][1] + gap:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        self.dirty = merged
 
 
 @dataclass(frozen=True)
@@ -79,12 +104,14 @@ class LiveEvaluator:
         grace: float,
         on_event: Callable[[WindowEvent], Awaitable[None] | None] | None = None,
         outbox: Callable[[AsyncSession, list[WindowEvent]], Awaitable[None]] | None = None,
+        replica: str = "",
     ) -> None:
         self.sessionmaker = sessionmaker
         self.outbox = outbox
         self.policies = list(policies)
         self.grace = timedelta(seconds=grace)
         self.on_event = on_event
+        self.replica = replica
         self._last_scan: datetime | None = None
         self._by_check: dict[str, list[LivePolicy]] = {}
         for lp in self.policies:
@@ -92,13 +119,14 @@ class LiveEvaluator:
                 self._by_check.setdefault(component, []).append(lp)
 
     async def scan_received(self, now: datetime) -> None:
-        """Mark dirty what any replica stored since the last scan (not only this one's ingest):
-        the evaluating replica must see results that reached the others."""
+        """Mark what other replicas (and imports) stored since the last scan, from their ingest
+        marks: the evaluating replica must judge results that reached the others too. What this
+        replica stored itself it has marked already (note_results)."""
         since = (self._last_scan - RESCAN_OVERLAP) if self._last_scan is not None else now - RESCAN_ON_LEAD
         async with self.sessionmaker() as session:
-            received = await store.slots_received_since(session, since)
-        for check, slot in received.items():
-            self.mark_dirty(check, slot)
+            marks = await store.marks_since(session, since, other_than=self.replica)
+        for check, first, last in marks:
+            self.mark_dirty(check, first, last)
         self._last_scan = now
 
     def lost_lead(self) -> None:
@@ -115,11 +143,11 @@ class LiveEvaluator:
             start = open_now.get(lp.name)
             lp.open_window = {"start": start} if start is not None else None
 
-    def mark_dirty(self, check: str, slot: datetime) -> None:
-        """Ingest calls this after its transaction committed: these rounds must be judged again."""
+    def mark_dirty(self, check: str, first: datetime, last: datetime | None = None) -> None:
+        """Ingest calls this after its transaction committed: the rounds of slots first..last of
+        `check` must be judged again."""
         for lp in self._by_check.get(check, ()):
-            if lp.dirty_from is None or slot < lp.dirty_from:
-                lp.dirty_from = slot
+            lp.mark(first, last if last is not None else first)
 
     def settled_until(self, lp: LivePolicy, now: datetime) -> datetime:
         """End of the last round whose grace period is over: later rounds may still get reports."""
@@ -140,50 +168,112 @@ class LiveEvaluator:
                     await result
         return events
 
+    def _ranges(self, lp: LivePolicy, settled: datetime) -> tuple[list[tuple[datetime, datetime]], datetime | None]:
+        """The marked ranges [start, end) to judge in this tick (at most ROUNDS_PER_TICK rounds,
+        oldest first; the rest stays marked), and the start of the tail range (None: no tail)."""
+        interval, lookback = lp.interval, lp.lookback
+        tail: datetime | None = None
+        if not (lp.last_settled == settled and lp.windows_known):
+            tail = settled - lookback
+            if lp.windows_known and lp.last_settled is not None:
+                # ticks may come late (a busy loop, a lead taken over): judge every round since the last
+                tail = min(tail, lp.last_settled - lookback)
+        budget = ROUNDS_PER_TICK * interval
+        ranges: list[tuple[datetime, datetime]] = []
+        keep: list[tuple[datetime, datetime]] = []
+        for lo, hi in lp.dirty:
+            lo = slot_of(lo, lp.policy.interval)
+            if lo >= settled:
+                keep.append((lo, hi))  # not settled yet: the tail will take it in a later tick
+                continue
+            if hi >= settled:
+                keep.append((settled, hi))
+                hi = settled - interval
+            if budget <= timedelta(0):
+                keep.append((lo, hi))
+                continue
+            end = min(slot_of(hi, lp.policy.interval) + interval, lo + budget)
+            if end <= hi:
+                keep.append((end, hi))
+            budget -= end - lo
+            ranges.append((lo, end))
+        lp.dirty = keep
+        closed = []
+        for lo, end in ranges:
+            if tail is not None and end + lookback >= tail:
+                tail = min(tail, lo)  # close to the tail: one range
+            elif tail is None and end + lookback >= settled - lookback:
+                tail = min(lo, settled - lookback)
+            else:
+                closed.append((lo, end))
+        return closed, tail
+
     async def _evaluate(self, lp: LivePolicy, now: datetime) -> list[WindowEvent]:
         settled = self.settled_until(lp, now)
-        if lp.dirty_from is None and lp.last_settled == settled and lp.windows_known:
+        closed, tail = self._ranges(lp, settled)
+        if not closed and tail is None:
             return []
-        dirty_from, lp.dirty_from = lp.dirty_from, None
-        interval = lp.interval
-        # A window can only become verified once its run reaches min_duration, so looking back
-        # that far (plus two rounds) from the newest settled round finds every new window.
-        lookback = max(timedelta(seconds=lp.policy.min_duration), interval) + 2 * interval
-        start = settled - lookback
-        if dirty_from is not None:
-            start = min(start, slot_of(dirty_from, lp.policy.interval))
+        events: list[WindowEvent] = []
         async with self.sessionmaker() as session:
-            stored = await store.load_windows(session, lp.name, since=start)
-            for w in stored:
-                start = min(start, w.start)
             first = await store.first_result_slot(session, lp.policy.components)
-            if first is None:
-                lp.last_settled, lp.windows_known = settled, True
-                return []
-            start = max(start, slot_of(first, lp.policy.interval))
-            rounds = await self._rounds(session, lp, start, settled)
-            # Extend back while the round just before the range failed: the run began earlier.
-            while rounds and rounds[0].verdict is Verdict.FAILED and start > first:
-                start = max(first, start - 4 * lookback)
-                start = slot_of(start, lp.policy.interval)
-                rounds = await self._rounds(session, lp, start, settled)
-            windows = find_windows(lp.policy, rounds, open_tail=True)
+        if first is None:
+            lp.last_settled, lp.windows_known = settled, True
+            return []
+        first = slot_of(first, lp.policy.interval)
+        for start, end in closed:
+            events.extend(await self._judge(lp, first, start, end, settled))
+        if tail is not None:
+            events.extend(await self._judge(lp, first, tail, settled, settled))
+            lp.last_settled, lp.windows_known = settled, True
+        return events
+
+    async def _judge(self, lp: LivePolicy, first: datetime, start: datetime, end: datetime,
+                     settled: datetime) -> list[WindowEvent]:
+        """Judge the rounds of [start, end) again and replace the stored windows in that range.
+
+        The range grows until no run can cross its edges: it takes in every stored window it
+        touches, and extends while its first (or last) round is FAILED. A range that reaches
+        `settled` is the tail: a run there may still be going on (an open window)."""
+        interval, step = lp.interval, 4 * lp.lookback
+        is_tail = end >= settled
+        async with self.sessionmaker() as session:
+            while True:
+                start = max(start, first)
+                for w in await store.load_windows(session, lp.name, since=start, until=None if is_tail else end):
+                    start = min(start, w.start)
+                    if not is_tail:
+                        end = max(end, w.end if w.end is not None else settled)
+                if end >= settled:
+                    end, is_tail = settled, True
+                rounds = await self._rounds(session, lp, start, end)
+                grown = False
+                if rounds and rounds[0].verdict is Verdict.FAILED and start > first:
+                    start, grown = slot_of(max(first, start - step), lp.policy.interval), True
+                if not is_tail and rounds and rounds[-1].verdict is Verdict.FAILED:
+                    end, grown = min(settled, end + step), True
+                if not grown:
+                    break
+            windows = find_windows(lp.policy, rounds, open_tail=is_tail)
             records = [window_record(lp.policy, w) for w in windows]
-            before, after = await store.replace_windows(session, lp.name, start, records)
+            before, after = await store.replace_windows(session, lp.name, start, records,
+                                                        until=None if is_tail else end)
             events = _diff(lp.name, before, after)
             if events and self.outbox is not None:
                 # The notification is written in the same transaction as the window behind it.
                 await self.outbox(session, events)
             await session.commit()
-        lp.last_settled, lp.windows_known = settled, True
-        lp.open_window = next(({"start": w.start} for w in after if w.end is None), None)
+        if is_tail:
+            lp.open_window = next(({"start": w.start} for w in after if w.end is None), None)
         return events
 
-    async def _rounds(self, session, lp: LivePolicy, start: datetime, end: datetime):
+    async def _rounds(self, session, lp: LivePolicy, start: datetime, end: datetime) -> list[Round]:
+        """Rounds of [start, end); a stretch nobody reported is one UNKNOWN round (it ends runs
+        exactly as its every slot would), so a sparse history costs what it holds."""
         if end <= start:
             return []
         observations = await store.load_observations(session, lp.policy.components, start, end)
-        return evaluate_rounds(lp.policy, observations, start, end, expected_by_component=lp.expected_by_component)
+        index = ObservationIndex(lp.policy, observations, expected_by_component=lp.expected_by_component)
+        return index.rounds(start, end, sparse=True)
 
     def open_windows(self) -> dict[str, datetime | None]:
         return {lp.name: (lp.open_window or {}).get("start") for lp in self.policies}

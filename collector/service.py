@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from collector import notify, store
 from collector.config import CheckEntry, CollectorConfig, ConfigError, PolicyEntry
 from collector.db import make_engine, make_sessionmaker
-from collector.evaluator import LiveEvaluator, LivePolicy, WindowEvent
+from collector.evaluator import RESCAN_ON_LEAD, LiveEvaluator, LivePolicy, WindowEvent
 from collector.metrics import CollectorMetrics, LastProbe
 from collector.notify import Deliverer
 from collector.rules.policy import Policy, PolicyError, check_intervals, load_policy
@@ -140,6 +140,7 @@ class CollectorState:
             checks={c.name: c for c in config.checks},
         )
         evaluator.outbox = state.enqueue_window_events
+        evaluator.replica = state.instance_id
         state.deliverer = Deliverer(sessionmaker, config.notifications)
         metrics.attach(state)
         return state
@@ -242,6 +243,10 @@ class CollectorState:
             total += removed
             if removed == 0:
                 break
+        async with self.sessionmaker() as session:
+            # ingest marks matter only until the evaluating replica has scanned them
+            await store.expire_marks(session, datetime.now(timezone.utc) - 2 * RESCAN_ON_LEAD)
+            await session.commit()
         if total:
             log.info("retention: %d raw results older than %s summarised per round and removed", total, cutoff.isoformat())
         return total
@@ -268,4 +273,6 @@ class CollectorState:
             prev = self.last_probe.get(key)
             if prev is None or row["slot"] >= prev.slot:
                 self.last_probe[key] = LastProbe(row["ok"], row["latency_ms"], row["slot"])
-            self.evaluator.mark_dirty(row["check"], row["slot"])
+        for check, stretches in store.marks_of(rows).items():
+            for first, last in stretches:
+                self.evaluator.mark_dirty(check, first, last)

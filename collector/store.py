@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from collector.db import Agent, Check, Lease, Maintenance, OutageWindow, Result, RoundSummary
+from collector.db import Agent, Check, IngestMark, Lease, Maintenance, OutageWindow, Result, RoundSummary
 from collector.rules.model import Observation
 
 
@@ -102,29 +102,61 @@ async def touch_agent(session: AsyncSession, agent_id: str, when: datetime, cloc
     await session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
 
 
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
 def _insert_ignoring_duplicates(session: AsyncSession):
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    if dialect == "postgresql":
+    if _dialect(session) == "postgresql":
         return postgresql.insert(Result).on_conflict_do_nothing(index_elements=["result_id"])
     return sqlite.insert(Result).on_conflict_do_nothing(index_elements=["result_id"])
 
 
-async def insert_results(session: AsyncSession, agent_id: str, rows: Sequence[dict[str, Any]]) -> IngestOutcome:
+# Slots of one check further apart than this in one batch are marked as separate stretches, so
+# that a batch holding both an old backlog and new results does not mark everything between.
+MARK_GAP = timedelta(hours=1)
+
+
+def slot_stretches(slots: Iterable[datetime], gap: timedelta = MARK_GAP) -> list[tuple[datetime, datetime]]:
+    """Sorted [first, last] stretches of the given slots, split where two are more than `gap` apart."""
+    out: list[tuple[datetime, datetime]] = []
+    for slot in sorted(set(slots)):
+        if out and slot - out[-1][1] <= gap:
+            out[-1] = (out[-1][0], slot)
+        else:
+            out.append((slot, slot))
+    return out
+
+
+def marks_of(rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[datetime, datetime]]]:
+    """Per check, the stretches of slots that `rows` touched."""
+    by_check: dict[str, set[datetime]] = {}
+    for row in rows:
+        by_check.setdefault(row["check"], set()).add(row["slot"])
+    return {check: slot_stretches(slots) for check, slots in by_check.items()}
+
+
+async def insert_results(session: AsyncSession, agent_id: str, rows: Sequence[dict[str, Any]], *,
+                         replica: str = "import") -> IngestOutcome:
     """Store a batch idempotently: a result id already stored (a replayed batch) is not stored twice.
 
-    One statement for the batch; the duplicates are counted by asking which ids were there before,
-    which the unique index makes exact even when two collectors race (the loser inserts nothing)."""
+    One INSERT … ON CONFLICT DO NOTHING RETURNING for the batch: the ids it returns are the ones
+    stored now, so duplicates are counted exactly even when two collectors race (the unique index
+    lets only one of them insert a given id). The batch's ingest marks are written in the same
+    transaction, so other replicas learn of the new evidence exactly when it becomes visible."""
     if not rows:
         return IngestOutcome(0, 0)
     unique: dict[str, dict[str, Any]] = {}
     for row in rows:
         unique.setdefault(row["result_id"], row)
-    ids = list(unique)
-    before = set((await session.scalars(select(Result.result_id).where(Result.result_id.in_(ids)))).all())
-    fresh = [dict(r, agent_id=agent_id) for rid, r in unique.items() if rid not in before]
-    if fresh:
-        await session.execute(_insert_ignoring_duplicates(session), fresh)
-    return IngestOutcome(accepted=len(fresh), duplicates=len(rows) - len(fresh))
+    values = [dict(r, agent_id=agent_id) for r in unique.values()]
+    stored = (await session.execute(_insert_ignoring_duplicates(session).returning(Result.result_id), values)).all()
+    if stored:
+        now = rows[0].get("received_at") or utcnow()
+        marks = [{"replica": replica, "check": check, "slot_from": lo, "slot_to": hi, "received_at": now}
+                 for check, stretches in marks_of(rows).items() for lo, hi in stretches]
+        await session.execute(insert(IngestMark), marks)
+    return IngestOutcome(accepted=len(stored), duplicates=len(rows) - len(stored))
 
 
 async def load_observations(
@@ -153,10 +185,16 @@ async def first_result_slot(session: AsyncSession, checks: Sequence[str]) -> dat
     return min((t for t in (raw, rolled) if t is not None), default=None)
 
 
-async def slots_received_since(session: AsyncSession, since: datetime) -> dict[str, datetime]:
-    """Per check, the earliest slot among results any replica stored since `since`."""
-    stmt = select(Result.check, func.min(Result.slot)).where(Result.received_at >= since).group_by(Result.check)
-    return {check: slot for check, slot in (await session.execute(stmt)).all()}
+async def marks_since(session: AsyncSession, since: datetime, *, other_than: str) -> list[tuple[str, datetime, datetime]]:
+    """(check, first slot, last slot) of what replicas other than `other_than` stored since `since`."""
+    stmt = (select(IngestMark.check, IngestMark.slot_from, IngestMark.slot_to)
+            .where(IngestMark.received_at >= since, IngestMark.replica != other_than))
+    return [(c, lo, hi) for c, lo, hi in (await session.execute(stmt)).all()]
+
+
+async def expire_marks(session: AsyncSession, before: datetime) -> int:
+    result = await session.execute(delete(IngestMark).where(IngestMark.received_at < before))
+    return result.rowcount
 
 
 async def open_windows(session: AsyncSession) -> dict[str, datetime]:
@@ -174,11 +212,11 @@ async def hold_lease(session: AsyncSession, name: str, holder: str, ttl: float, 
     )
     if renewed.rowcount == 1:
         return True
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        insert = postgresql.insert(Lease).on_conflict_do_nothing(index_elements=["name"])
+    if _dialect(session) == "postgresql":
+        claim = postgresql.insert(Lease).on_conflict_do_nothing(index_elements=["name"])
     else:
-        insert = sqlite.insert(Lease).on_conflict_do_nothing(index_elements=["name"])
-    created = await session.execute(insert.values(name=name, holder=holder, expires_at=expires))
+        claim = sqlite.insert(Lease).on_conflict_do_nothing(index_elements=["name"])
+    created = await session.execute(claim.values(name=name, holder=holder, expires_at=expires))
     return created.rowcount == 1
 
 
@@ -252,16 +290,17 @@ async def load_windows(
 
 
 async def replace_windows(
-    session: AsyncSession, policy: str, from_: datetime, windows: Sequence[dict[str, Any]]
+    session: AsyncSession, policy: str, from_: datetime, windows: Sequence[dict[str, Any]],
+    until: datetime | None = None,
 ) -> tuple[list[OutageWindow], list[OutageWindow]]:
-    """Replace the policy's stored windows that start at or after `from_` with `windows`.
+    """Replace the policy's stored windows that start in [from_, until) (no `until`: from `from_`
+    on) with `windows`.
 
     Returns (before, after) so that the caller can tell what changed (verified, resolved, moved)."""
-    before = list(
-        (await session.scalars(
-            select(OutageWindow).where(OutageWindow.policy == policy, OutageWindow.start >= from_).order_by(OutageWindow.start)
-        )).all()
-    )
+    stmt = select(OutageWindow).where(OutageWindow.policy == policy, OutageWindow.start >= from_)
+    if until is not None:
+        stmt = stmt.where(OutageWindow.start < until)
+    before = list((await session.scalars(stmt.order_by(OutageWindow.start))).all())
     old = {(w.start, w.end, w.rule_hash): w for w in before}
     new_keys = {(w["start"], w["end"], w["rule_hash"]) for w in windows}
     after: list[OutageWindow] = []

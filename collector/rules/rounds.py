@@ -237,8 +237,8 @@ class ObservationIndex:
                 else:
                     slot += iu
 
-    def rounds(self, start: datetime, end: datetime) -> list[Round]:
-        return self.rounds_us(_to_us(start), _to_us(end))
+    def rounds(self, start: datetime, end: datetime, *, sparse: bool = False) -> list[Round]:
+        return self.rounds_us(_to_us(start), _to_us(end), sparse=sparse)
 
 
 def evaluate_rounds(policy: Policy, observations: Iterable[Observation], start: datetime, end: datetime, *,
