@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from collector import store
+from collector.checks import CheckError, check_policies_allow, entry_json, parse_check, row_of
 from collector.config import AGENT_ID_PATTERN, hash_token
 from collector.ingest import Heartbeat, RequestError, check_batch, describe, parse_batch
 from collector.migrate import upgrade_async
@@ -142,9 +143,8 @@ async def post_results(request: web.Request) -> web.Response:
             state.metrics.rejections.labels("identity").inc()
             raise RequestError(f"agent: this token belongs to {agent_id!r}, not {batch.agent!r}", 403)
         now = datetime.now(timezone.utc)
-        known = {name: c.interval for name, c in state.checks.items()}
         try:
-            rows = check_batch(batch, known, now,
+            rows = check_batch(batch, state.checks, now, removed=state.removed_checks,
                                max_age=timedelta(seconds=state.config.ingest.max_result_age),
                                max_skew=timedelta(seconds=state.config.ingest.max_future_skew))
         except RequestError:
@@ -193,7 +193,7 @@ async def get_assignments(request: web.Request) -> web.Response:
     state = request.app[STATE]
     agent_id = await _agent_from_token(request)
     # a check without an `agents:` list is for every agent, also one registered with `agents add`
-    checks = [c.prober_spec() for c in state.config.checks if c.agents is None or agent_id in c.agents]
+    checks = [c.prober_spec() for c in state.checks.values() if c.agents is None or agent_id in c.agents]
     body = json.dumps({"agent": agent_id, "checks": checks}, sort_keys=True)
     etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
     if request.headers.get("If-None-Match") == etag:
@@ -400,6 +400,70 @@ async def get_agents(request: web.Request) -> web.Response:
          "clock_offset_seconds": a.clock_offset_seconds} for a in rows]})
 
 
+def check_json(state: CollectorState, name: str) -> dict[str, Any]:
+    return {**entry_json(state.checks[name]), "source": state.check_sources.get(name, "config"),
+            "updated_at": state.check_updated.get(name)}
+
+
+async def get_checks(request: web.Request) -> web.Response:
+    _require_read(request)
+    state = request.app[STATE]
+    return _json({"checks": [check_json(state, name) for name in sorted(state.checks)],
+                  "removed": [{"name": n, "removed_at": t} for n, t in sorted(state.removed_checks.items())]})
+
+
+async def get_check(request: web.Request) -> web.Response:
+    _require_read(request)
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    if name not in state.checks:
+        raise RequestError(f"unknown check {name!r}", 404)
+    return _json(check_json(state, name))
+
+
+async def put_check(request: web.Request) -> web.Response:
+    """Create or replace a check (admin). Agents pick it up at their next assignments poll: a
+    changed check's schedule is replaced, a new one starts. 201 if new, 200 if replaced."""
+    _require_admin(request)
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    body = await _read_json(request)
+    try:
+        async with state.sessionmaker() as session:
+            agents = [a.id for a in await store.list_agents(session) if a.revoked_at is None]
+        entry = parse_check(name, body, agents=agents)
+        check_policies_allow(entry, state.contracts, state.checks)
+    except CheckError as err:
+        raise RequestError(err.message, err.status) from None
+    async with state.sessionmaker() as session:
+        created = await store.put_check(session, row_of(entry, state.config))
+        await session.commit()
+    await state.reload_checks(force=True)
+    log.info("check %s %s through the API", name, "created" if created else "replaced")
+    return _json(check_json(state, name), status=201 if created else 200)
+
+
+async def delete_check(request: web.Request) -> web.Response:
+    """Remove a check (admin): agents stop probing it; its results and windows stay evidence."""
+    _require_admin(request)
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    if name not in state.checks:
+        raise RequestError(f"unknown check {name!r}", 404)
+    users = [p.name for p in state.contracts if name in p.components]
+    if users:
+        raise RequestError(f"check {name!r} is a component of policy {', '.join(users)} (config policies); "
+                           "take it out of the policy first", 409)
+    async with state.sessionmaker() as session:
+        row = await store.remove_check(session, name)
+        await session.commit()
+    if row is None:  # removed meanwhile through another replica
+        raise RequestError(f"unknown check {name!r}", 404)
+    await state.reload_checks(force=True)
+    log.info("check %s removed through the API", name)
+    return _json({"name": name, "removed_at": row.removed_at})
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/results", post_results)
     app.router.add_post("/api/v1/heartbeat", post_heartbeat)
@@ -408,6 +472,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/policies", get_policies)
     app.router.add_post("/api/v1/maintenance", post_maintenance)
     app.router.add_get("/api/v1/maintenance", get_maintenance)
+    app.router.add_get("/api/v1/checks", get_checks)
+    app.router.add_get("/api/v1/checks/{name}", get_check)
+    app.router.add_put("/api/v1/checks/{name}", put_check)
+    app.router.add_delete("/api/v1/checks/{name}", delete_check)
     app.router.add_get("/api/v1/agents", get_agents)
     app.router.add_post("/api/v1/agents", post_agent)
     app.router.add_delete("/api/v1/agents/{agent}", delete_agent)
@@ -447,6 +515,7 @@ async def _lifecycle(app: web.Application):
         return run
 
     async def evaluate() -> None:
+        await state.reload_checks()  # checks changed through another replica's API
         now = datetime.now(timezone.utc)
         if await state.hold_lease("evaluation", now):
             with state.metrics.evaluation_seconds.time():

@@ -81,7 +81,14 @@ class Agent(Base):
 
 
 class Check(Base):
-    """A configured check: what agents probe, how often, and which agents are expected to report."""
+    """A check: what agents probe, how often, and which agents are expected to report.
+
+    Checks come from the config file (provisioned) or the admin API. `entry` is the check as given
+    there; `spec` and `agents` are what agents receive and who is expected. `config_hash` is the
+    hash of the config entry last applied (None: made through the API), so that a restart applies
+    only what changed in the file and keeps what the API changed since. A removed check keeps its
+    row (`removed_at`): its results stay evidence, and late results of slots before the removal
+    are still accepted."""
 
     __tablename__ = "checks"
 
@@ -91,6 +98,9 @@ class Check(Base):
     spec: Mapped[dict] = mapped_column(JSON)
     agents: Mapped[list] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    entry: Mapped[dict | None] = mapped_column(JSON)
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Result(Base):

@@ -108,12 +108,31 @@ class LiveEvaluator:
     ) -> None:
         self.sessionmaker = sessionmaker
         self.outbox = outbox
-        self.policies = list(policies)
+        self.policies: list[LivePolicy] = []
         self.grace = timedelta(seconds=grace)
         self.on_event = on_event
         self.replica = replica
         self._last_scan: datetime | None = None
         self._by_check: dict[str, list[LivePolicy]] = {}
+        self.replace_policies(policies)
+
+    def replace_policies(self, policies: Sequence[LivePolicy]) -> None:
+        """Take up a changed check set. A policy whose rule and expected agents are unchanged keeps
+        its state; a changed one keeps what is still to be judged and judges its tail afresh; a
+        removed one is no longer evaluated (its stored windows stay)."""
+        old = {lp.name: lp for lp in self.policies}
+        kept: list[LivePolicy] = []
+        for lp in policies:
+            prev = old.get(lp.name)
+            if prev is not None and (prev.policy.content_hash(), prev.expected_by_component) == (
+                    lp.policy.content_hash(), lp.expected_by_component):
+                kept.append(prev)
+                continue
+            if prev is not None:
+                lp.dirty, lp.last_settled, lp.open_window = prev.dirty, prev.last_settled, prev.open_window
+            kept.append(lp)
+        self.policies = kept
+        self._by_check = {}
         for lp in self.policies:
             for component in lp.policy.components:
                 self._by_check.setdefault(component, []).append(lp)

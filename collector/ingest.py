@@ -4,7 +4,7 @@ names the field (`results[3].slot: ...`); nothing a client sends produces a 500.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Collection, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
@@ -83,15 +83,23 @@ def parse_batch(payload: Any) -> ResultBatch:
         raise RequestError(describe(err), 422) from None
 
 
-def check_batch(batch: ResultBatch, known_checks: dict[str, float], now: datetime, *,
-                max_age: timedelta = MAX_RESULT_AGE, max_skew: timedelta = MAX_FUTURE_SKEW) -> list[dict[str, Any]]:
-    """Refuse the whole batch when any result is unusable; return rows ready for the store."""
+def check_batch(batch: ResultBatch, known_checks: Collection[str], now: datetime, *,
+                max_age: timedelta = MAX_RESULT_AGE, max_skew: timedelta = MAX_FUTURE_SKEW,
+                removed: dict[str, datetime] | None = None) -> list[dict[str, Any]]:
+    """Refuse the whole batch when any result is unusable; return rows ready for the store.
+
+    A removed check's results of slots before its removal are still evidence (an agent's spool
+    may hold them for a while); later ones are refused."""
+    removed = removed or {}
     rows = []
     for i, r in enumerate(batch.results):
         where = f"results[{i}]"
-        interval = known_checks.get(r.check)
-        if interval is None:
-            raise RequestError(f"{where}.check: unknown check {r.check!r}", 422)
+        if r.check not in known_checks:
+            gone = removed.get(r.check)
+            if gone is None:
+                raise RequestError(f"{where}.check: unknown check {r.check!r}", 422)
+            if r.slot >= gone:
+                raise RequestError(f"{where}.check: check {r.check!r} was removed at {gone.isoformat()}", 422)
         if r.slot > now + max_skew:
             raise RequestError(f"{where}.slot: {r.slot.isoformat()} lies in the future (collector time {now.isoformat()}); check the agent's clock", 422)
         if r.slot < now - max_age:

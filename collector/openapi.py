@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from collector.config import CheckEntry
 from collector.ingest import Heartbeat, ResultBatch
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
@@ -25,7 +26,7 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad request", 401: "Missing, unknown or revoked token", 403: "Token of another agent",
-            404: "Unknown policy", 413: "Body too large", 422: "A field is invalid (the message names it)",
+            404: "Unknown policy, check or agent", 409: "Conflicts with a contract policy (the message says which)", 413: "Body too large", 422: "A field is invalid (the message names it)",
             429: "Rate limited", 503: "Database unavailable"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": ERROR}}} for c in codes}
 
@@ -41,6 +42,8 @@ def build_spec() -> dict[str, Any]:
     batch = _schema(ResultBatch, components)
     beat = _schema(Heartbeat, components)
     maintenance = _schema(MaintenanceIn, components)
+    check = _schema(CheckEntry, components)
+    check_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     agent_auth = [{"agentToken": []}]
     admin_auth = [{"adminToken": []}]
     ts = {"type": "string", "format": "date-time"}
@@ -120,6 +123,20 @@ def build_spec() -> dict[str, Any]:
                 "parameters": [{"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": _json("Revoked"), **_errors(401, 404, 503)},
             }},
+            "/api/v1/checks": {"get": {
+                "summary": "Checks in force, and removed ones", "responses": {"200": _json("Checks"), **_errors(401, 503)}}},
+            "/api/v1/checks/{name}": {
+                "get": {"summary": "One check", "parameters": [check_name],
+                        "responses": {"200": _json("Check"), **_errors(401, 404, 503)}},
+                "put": {"summary": "Create or replace a check (admin); agents take it up at their next assignments poll",
+                        "security": admin_auth, "parameters": [check_name],
+                        "requestBody": {"required": True, "content": {"application/json": {"schema": check}}},
+                        "responses": {"200": _json("Replaced"), "201": _json("Created"),
+                                      **_errors(400, 401, 409, 413, 422, 503)}},
+                "delete": {"summary": "Remove a check (admin); its results and windows stay", "security": admin_auth,
+                           "parameters": [check_name],
+                           "responses": {"200": _json("Removed"), **_errors(401, 404, 409, 503)}},
+            },
             "/healthz": {"get": {"summary": "Health", "responses": {"200": _json("ok"), "503": _json("database unavailable")}}},
         },
     }

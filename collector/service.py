@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from collector import notify, store
+from collector.checks import check_set, provisioned_rows
 from collector.config import CheckEntry, CollectorConfig, ConfigError, PolicyEntry
 from collector.db import make_engine, make_sessionmaker
 from collector.evaluator import RESCAN_ON_LEAD, LiveEvaluator, LivePolicy, WindowEvent
@@ -71,20 +72,22 @@ def policy_for_entry(entry: PolicyEntry, checks: dict[str, CheckEntry], index: i
     return policy
 
 
-def build_live_policies(config: CollectorConfig) -> list[LivePolicy]:
-    checks = {c.name: c for c in config.checks}
-    live = [LivePolicy(policy_for_check(c), expected_agents(config, [c.name])) for c in config.checks]
+def build_live_policies(config: CollectorConfig, checks: dict[str, CheckEntry] | None = None) -> list[LivePolicy]:
+    """Every check in force as a policy of its own (issue 2's rule), then the contract policies."""
+    checks = checks if checks is not None else {c.name: c for c in config.checks}
+    live = [LivePolicy(policy_for_check(c), expected_agents(config, [c.name], checks)) for c in checks.values()]
     for i, entry in enumerate(config.policies):
         policy = policy_for_entry(entry, checks, i)
-        live.append(LivePolicy(policy, expected_agents(config, policy.components)))
+        live.append(LivePolicy(policy, expected_agents(config, policy.components, checks)))
     return live
 
 
-def expected_agents(config: CollectorConfig, components: list[str]) -> dict[str, list[str]]:
+def expected_agents(config: CollectorConfig, components: list[str],
+                    checks: dict[str, CheckEntry] | None = None) -> dict[str, list[str]]:
     """The agents each component's rounds wait for: the check's assignment. Where the config names
     no agents at all (e.g. only tokens registered with `agents add`, or imported evidence), the
     policy's own rule applies instead (its expected count, or the agents seen reporting)."""
-    checks = {c.name: c for c in config.checks}
+    checks = checks if checks is not None else {c.name: c for c in config.checks}
     out = {}
     for name in components:
         if name in checks and config.agents_of(checks[name]):
@@ -100,7 +103,11 @@ class CollectorState:
     evaluator: LiveEvaluator
     metrics: CollectorMetrics
     policies: dict[str, Policy]
-    checks: dict[str, CheckEntry]
+    checks: dict[str, CheckEntry]  # in force: what agents are assigned and ingest accepts
+    removed_checks: dict[str, datetime] = field(default_factory=dict)  # name -> when it was removed
+    check_sources: dict[str, str] = field(default_factory=dict)
+    check_updated: dict[str, datetime] = field(default_factory=dict)
+    checks_version: Any = None
     last_probe: dict[tuple[str, str], LastProbe] = field(default_factory=dict)
     agent_contact: dict[str, AgentContact] = field(default_factory=dict)
     policy_status: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -252,17 +259,38 @@ class CollectorState:
         return total
 
     def expected_by_component(self, policy: Policy) -> dict[str, list[str]]:
-        return expected_agents(self.config, policy.components)
+        return expected_agents(self.config, policy.components, self.checks)
+
+    @property
+    def contracts(self) -> list[Policy]:
+        """The contract policies of the config file (not the per-check ones)."""
+        return [self.policies[p.name] for p in self.config.policies if p.name in self.policies]
 
     async def sync_config(self) -> None:
-        """Make the database agree with the config: agents and their token hashes, checks."""
+        """Make the database agree with the config: agents and their token hashes, checks (what the
+        admin API changed since the file last changed stays); then load the checks in force."""
         async with self.sessionmaker() as session:
             await store.sync_agents(session, [(a.id, a.token_hash) for a in self.config.agents])
-            await store.sync_checks(
-                session,
-                [(c.name, c.type, c.interval, c.prober_spec(), self.config.agents_of(c)) for c in self.config.checks],
-            )
+            await store.sync_checks(session, provisioned_rows(self.config))
             await session.commit()
+        await self.reload_checks()
+
+    async def reload_checks(self, force: bool = False) -> bool:
+        """Take up the checks in the database when they changed (through this replica's API or
+        another's): assignments, ingest and evaluation follow. True if anything changed."""
+        async with self.sessionmaker() as session:
+            version = await store.checks_version(session)
+            if version == self.checks_version and not force:
+                return False
+            found = check_set(await store.load_checks(session))
+        live = build_live_policies(self.config, found.active)
+        self.evaluator.replace_policies(live)
+        self.policies = {lp.name: lp.policy for lp in live}
+        self.checks = found.active
+        self.removed_checks = {name: when for name, (_entry, when) in found.removed.items()}
+        self.check_sources, self.check_updated = found.source, found.updated
+        self.checks_version = version
+        return True
 
     def note_results(self, agent: str, rows: list[dict[str, Any]]) -> None:
         now = datetime.now(timezone.utc)

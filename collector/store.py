@@ -40,22 +40,59 @@ async def sync_agents(session: AsyncSession, entries: Iterable[tuple[str, str | 
             agent.revoked_at = None
 
 
-async def sync_checks(session: AsyncSession, checks: Iterable[tuple[str, str, float, dict, list[str]]]) -> None:
+async def sync_checks(session: AsyncSession, provisioned: Sequence[dict[str, Any]]) -> None:
+    """Apply the config file's checks (rows with name, type, interval_seconds, spec, agents, entry,
+    config_hash). A check whose config entry is unchanged since it was last applied is left as it
+    is, so what the admin API changed (or removed) since survives a restart; a changed entry wins
+    over the API. A check that left the config file is removed (its row stays: evidence)."""
     now = utcnow()
-    wanted = {}
-    for name, type_, interval, spec, agents in checks:
-        wanted[name] = Check(name=name, type=type_, interval_seconds=interval, spec=spec, agents=agents, updated_at=now)
     existing = {c.name: c for c in (await session.scalars(select(Check))).all()}
-    for name, row in wanted.items():
-        old = existing.get(name)
+    for row in provisioned:
+        old = existing.get(row["name"])
         if old is None:
-            session.add(row)
-        elif (old.type, old.interval_seconds, old.spec, old.agents) != (row.type, row.interval_seconds, row.spec, row.agents):
-            old.type, old.interval_seconds, old.spec, old.agents, old.updated_at = (
-                row.type, row.interval_seconds, row.spec, row.agents, now)
+            session.add(Check(**row, updated_at=now))
+        elif old.entry is None or old.config_hash != row["config_hash"]:
+            for key, value in row.items():
+                setattr(old, key, value)
+            old.removed_at, old.updated_at = None, now
+    names = {row["name"] for row in provisioned}
     for name, old in existing.items():
-        if name not in wanted:
-            await session.delete(old)
+        provisioned_once = old.config_hash is not None or old.entry is None
+        if name not in names and provisioned_once and old.removed_at is None:
+            old.removed_at = old.updated_at = now
+
+
+async def load_checks(session: AsyncSession) -> list[Check]:
+    return list((await session.scalars(select(Check).order_by(Check.name))).all())
+
+
+async def checks_version(session: AsyncSession) -> tuple[int, datetime | None]:
+    """Changes to the checks, cheaply: every change moves a row's updated_at."""
+    count, newest = (await session.execute(select(func.count(), func.max(Check.updated_at)))).one()
+    return count, newest
+
+
+async def put_check(session: AsyncSession, row: dict[str, Any]) -> bool:
+    """Create or replace a check through the API. True if it did not exist (or was removed)."""
+    now = utcnow()
+    old = await session.get(Check, row["name"])
+    if old is None:
+        session.add(Check(**row, updated_at=now))
+        return True
+    created = old.removed_at is not None
+    for key, value in row.items():
+        setattr(old, key, value)
+    old.removed_at, old.updated_at = None, now
+    return created
+
+
+async def remove_check(session: AsyncSession, name: str) -> Check | None:
+    """Remove a check: agents stop probing it; its results and windows stay. None if unknown."""
+    old = await session.get(Check, name)
+    if old is None or old.removed_at is not None:
+        return None
+    old.removed_at = old.updated_at = utcnow()
+    return old
 
 
 async def register_agent(session: AsyncSession, agent_id: str, token_hash: str) -> bool:

@@ -97,8 +97,9 @@ async def test_one_agent_failing_never_opens_a_window(api) -> None:
 
 
 async def test_two_failed_rounds_do_not_reach_a_three_minute_rule_but_three_do(database_url, aiohttp_client) -> None:
-    state = make_state(database_url)
-    state.evaluator.policies[0].policy = state.evaluator.policies[0].policy.with_overrides(min_duration=180)
+    state = make_state(database_url, checks=[
+        {"name": "web", "type": "http", "interval": INTERVAL, "url": "http://127.0.0.1:1/",
+         "timeout": "5s", "outage": {"quorum": "all", "min_duration": "3m"}}])
     client = await aiohttp_client(create_app(state))
     s0 = base_slot()
     for agent in TOKENS:

@@ -1,4 +1,4 @@
-"""ingest marks replace the index on results.received_at
+"""ingest marks replace the index on results.received_at; checks changeable through the API
 
 The evaluating replica used to find what other replicas stored by scanning results by
 received_at: during a replay of a long backlog that meant re-judging the last 30 s of replayed
@@ -34,9 +34,17 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_ingest_marks_received_at'), ['received_at'], unique=False)
     with op.batch_alter_table('results', schema=None) as batch_op:
         batch_op.drop_index('ix_results_received_at')
+    with op.batch_alter_table('checks', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('entry', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('config_hash', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('removed_at', collector.db.UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('checks', schema=None) as batch_op:
+        batch_op.drop_column('removed_at')
+        batch_op.drop_column('config_hash')
+        batch_op.drop_column('entry')
     with op.batch_alter_table('results', schema=None) as batch_op:
         batch_op.create_index('ix_results_received_at', ['received_at'], unique=False)
     with op.batch_alter_table('ingest_marks', schema=None) as batch_op:

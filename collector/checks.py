@@ -1,0 +1,123 @@
+"""The check set: provisioned from the config file, changeable through the admin API (issue 4,
+"Central check distribution").
+
+A check given through the API is validated exactly as one in the config file: the collector's
+CheckEntry, then the agent's own check model (agents must accept what they are handed), then the
+references (assigned agents exist; a contract policy's intervals still fit its components).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+from pydantic import ValidationError
+
+from collector.config import CheckEntry, CollectorConfig
+from collector.db import Check
+from collector.ingest import describe
+from collector.rules.policy import Policy, PolicyError, check_intervals
+
+
+class CheckError(Exception):
+    """A check the collector refuses; the message names the field (`url: ...`)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CheckSet:
+    """The checks in force, and the removed ones whose late results are still accepted."""
+
+    active: dict[str, CheckEntry]
+    removed: dict[str, tuple[CheckEntry, datetime]]
+    source: dict[str, str]  # name -> "config" | "api"
+    updated: dict[str, datetime]
+
+
+def config_hash(entry: CheckEntry) -> str:
+    return hashlib.sha256(json.dumps(entry_json(entry), sort_keys=True).encode()).hexdigest()
+
+
+def entry_json(entry: CheckEntry) -> dict[str, Any]:
+    data = entry.model_dump(mode="json")
+    data.update(entry.model_extra or {})
+    return data
+
+
+def row_of(entry: CheckEntry, config: CollectorConfig) -> dict[str, Any]:
+    """The database row of a check (without config_hash: the caller decides its provenance)."""
+    return {"name": entry.name, "type": entry.type, "interval_seconds": entry.interval,
+            "spec": entry.prober_spec(), "agents": config.agents_of(entry), "entry": entry_json(entry)}
+
+
+def provisioned_rows(config: CollectorConfig) -> list[dict[str, Any]]:
+    return [dict(row_of(c, config), config_hash=config_hash(c)) for c in config.checks]
+
+
+def entry_of(row: Check) -> CheckEntry:
+    if row.entry is not None:
+        return CheckEntry.model_validate(row.entry)
+    # a row written before checks had entries (migration 0004): rebuilt from what agents receive
+    return CheckEntry.model_validate({**row.spec, "agents": row.agents})
+
+
+def check_set(rows: Iterable[Check]) -> CheckSet:
+    active: dict[str, CheckEntry] = {}
+    removed: dict[str, tuple[CheckEntry, datetime]] = {}
+    source: dict[str, str] = {}
+    updated: dict[str, datetime] = {}
+    for row in rows:
+        entry = entry_of(row)
+        if row.removed_at is None:
+            active[row.name] = entry
+        else:
+            removed[row.name] = (entry, row.removed_at)
+        source[row.name] = "api" if row.config_hash is None and row.entry is not None else "config"
+        updated[row.name] = row.updated_at
+    return CheckSet(active, removed, source, updated)
+
+
+def parse_check(name: str, data: Any, *, agents: Iterable[str]) -> CheckEntry:
+    """A check from an API request body; `name` comes from the path."""
+    if not isinstance(data, dict):
+        raise CheckError("body: expected a JSON object describing the check")
+    if "name" in data and data["name"] != name:
+        raise CheckError(f"name: {data['name']!r} differs from the name in the path ({name!r})")
+    try:
+        entry = CheckEntry.model_validate({**data, "name": name})
+    except ValidationError as err:
+        raise CheckError(describe(err)) from None
+    from agent.config import ConfigError as AgentConfigError
+    from agent.config import parse_checks
+
+    try:
+        parse_checks([entry.prober_spec()])
+    except AgentConfigError as err:
+        raise CheckError("; ".join(f"{path.removeprefix('checks.0').lstrip('.') or 'body'}: {message}"
+                                   for path, message in err.problems)) from None
+    known = set(agents)
+    for i, agent in enumerate(entry.agents or []):
+        if agent not in known:
+            raise CheckError(f"agents[{i}]: unknown agent {agent!r} (agents: {', '.join(sorted(known)) or 'none'})")
+    return entry
+
+
+def check_policies_allow(entry: CheckEntry, contracts: Iterable[Policy], checks: dict[str, CheckEntry]) -> None:
+    """A contract policy's components must keep intervals its rule can use (e.g. a 6-minute poll
+    contract cannot be fed by a check that runs every 10 minutes)."""
+    for policy in contracts:
+        if entry.name not in policy.components:
+            continue
+        intervals = {c: (entry.interval if c == entry.name else checks[c].interval)
+                     for c in policy.components if c in checks or c == entry.name}
+        try:
+            check_intervals(policy, intervals)
+        except PolicyError as err:
+            raise CheckError(f"interval: policy {policy.name!r}: {err}", 409) from None
