@@ -43,6 +43,14 @@ class AgentMetrics:
         self.missed_slots = Counter(
             "missed_slots", "Slots not probed because the agent was too late for them", ["check"], namespace=ns, registry=r
         )
+        self.doubtful_failures = Counter(
+            "doubtful_failures",
+            "Failed probes not reported because the agent's own event loop was late during them "
+            "(agent/overload.py): their slots stay without this agent's evidence",
+            ["check"], namespace=ns, registry=r,
+        )
+        self.loop_lag = Gauge("event_loop_lag_seconds", "How late the agent's event loop woke up at its last sample",
+                              namespace=ns, registry=r)
         self.spool_results = Gauge("spool_results", "Results in the spool, not yet acknowledged", namespace=ns, registry=r)
         self.spool_dropped = Counter(
             "spool_dropped_results",
@@ -80,6 +88,7 @@ class AgentMetrics:
         for result in RESULTS_BY_TYPE.get(check_type, ("ok",)):
             self.probes.labels(check=name, type=check_type, result=result)
         self.missed_slots.labels(check=name)
+        self.doubtful_failures.labels(check=name)
 
     def remove_check(self, name: str, check_type: str) -> None:
         """Forget a removed check's series, so its last value does not linger as if current."""
@@ -87,6 +96,7 @@ class AgentMetrics:
             (self.probe_success, (name, check_type)),
             (self.probe_duration, (name, check_type)),
             (self.missed_slots, (name,)),
+            (self.doubtful_failures, (name,)),
         ):
             try:
                 metric.remove(*labels)

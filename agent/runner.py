@@ -24,6 +24,7 @@ from agent.assignments import Assignments
 from agent.collector_client import CollectorClient
 from agent.config import AgentConfig, Check, ConfigError, resolve
 from agent.metrics import AgentMetrics, MetricsServer
+from agent.overload import TIMING_REASONS, LoopLag, doubt_threshold
 from agent.probers import PROBERS, ProbeResult, guard, icmp
 from agent.schedule import CheckScheduler
 from agent.shipper import Heartbeat, Shipper
@@ -92,6 +93,7 @@ class Agent:
         self._icmp_checked = False
         self._bounds_task: asyncio.Task | None = None
         self._callbacks: set[asyncio.Task] = set()
+        self._loop_lag = LoopLag(on_sample=self.metrics.loop_lag.set)
         self._started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class Agent:
             self.shipper.start()
             self.heartbeat.start()
             self._bounds_task = asyncio.create_task(self._enforce_bounds(), name=f"spool-bounds-{self.agent_id}")
+            self._loop_lag.start()
             self._scheduler.start()
             if self._assignments is None:
                 await self.apply_checks(self.config.checks or [])
@@ -135,6 +138,7 @@ class Agent:
         if self._assignments is not None:
             await self._assignments.stop()
         await self._scheduler.shutdown()
+        await self._loop_lag.stop()
         for task in (self._bounds_task, *self._callbacks):
             if task is not None:
                 task.cancel()
@@ -206,6 +210,7 @@ class Agent:
         started = utcnow()
         result_id = uuid.uuid4().hex  # made once here; every retry ships this same id
         t0 = time.perf_counter()
+        loop_t0 = asyncio.get_running_loop().time()
         try:
             options = {"guard": self._guard} if check.type == "http" and self._guard is not None else {}
             outcome = await PROBERS[check.type](check, agent_id=self.agent_id, **options)
@@ -213,6 +218,15 @@ class Agent:
             log.exception("probe of %s raised", check.name)
             outcome = ProbeResult.failure("internal", f"{type(exc).__name__}: {exc}")
         duration = time.perf_counter() - t0
+        if not outcome.ok and outcome.error in TIMING_REASONS:
+            late = self._loop_lag.worst_since(loop_t0)
+            if late > doubt_threshold(check.timeout):
+                # agent/overload.py: the agent's own lateness may have caused this failure
+                self.metrics.doubtful_failures.labels(check=check.name).inc()
+                log.warning("%s %s: %s failure in slot %s not reported: the agent's event loop was %.0f ms late "
+                            "during the probe (timeout %.0f ms); the slot stays without this agent's evidence",
+                            self.agent_id, check.name, outcome.error, rfc3339(slot), late * 1000, check.timeout * 1000)
+                return
 
         if self._scheduler.checks.get(check.name) is check:  # not removed or replaced meanwhile
             self.metrics.observe_probe(

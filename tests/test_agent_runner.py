@@ -25,6 +25,8 @@ METRIC_NAMES = [
     "uptime_agent_rejected_results_total",
     "uptime_agent_ship_failures_total",
     "uptime_agent_missed_slots_total",
+    "uptime_agent_doubtful_failures_total",
+    "uptime_agent_event_loop_lag_seconds",
     "uptime_agent_clock_offset_seconds",
     "uptime_agent_info",
 ]
