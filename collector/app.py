@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from collector import store
-from collector.checks import CheckError, check_policies_allow, entry_json, parse_check, row_of
+from collector.checks import CheckError, check_policies_allow, entry_json, parse_check, parse_policy, row_of
+from collector.db import Check, ContractPolicy
 from collector.config import AGENT_ID_PATTERN, hash_token
 from collector.ingest import Heartbeat, RequestError, check_batch, describe, parse_batch
 from collector.migrate import upgrade_async
@@ -278,13 +279,7 @@ async def get_claim(request: web.Request) -> web.Response:
 async def get_policies(request: web.Request) -> web.Response:
     _require_read(request)
     state = request.app[STATE]
-    open_windows = state.evaluator.open_windows()
-    return _json({"policies": [
-        {"name": name, "components": p.components, "interval_seconds": p.interval,
-         "min_duration_seconds": p.min_duration, "policy_hash": p.content_hash(),
-         "outage_open_since": open_windows.get(name)}
-        for name, p in sorted(state.policies.items())
-    ]})
+    return _json({"policies": [policy_json(state, name) for name in sorted(state.policies)]})
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -432,11 +427,13 @@ async def put_check(request: web.Request) -> web.Response:
         async with state.sessionmaker() as session:
             agents = [a.id for a in await store.list_agents(session) if a.revoked_at is None]
         entry = parse_check(name, body, agents=agents)
+        if name in state.contract_entries:
+            raise CheckError(f"name: {name!r} is already the name of a policy")
         check_policies_allow(entry, state.contracts, state.checks)
     except CheckError as err:
         raise RequestError(err.message, err.status) from None
     async with state.sessionmaker() as session:
-        created = await store.put_check(session, row_of(entry, state.config))
+        created = await store.put_provisioned(session, Check, row_of(entry, state.config))
         await session.commit()
     await state.reload_checks(force=True)
     log.info("check %s %s through the API", name, "created" if created else "replaced")
@@ -452,15 +449,63 @@ async def delete_check(request: web.Request) -> web.Response:
         raise RequestError(f"unknown check {name!r}", 404)
     users = [p.name for p in state.contracts if name in p.components]
     if users:
-        raise RequestError(f"check {name!r} is a component of policy {', '.join(users)} (config policies); "
+        raise RequestError(f"check {name!r} is a component of policy {', '.join(users)}; "
                            "take it out of the policy first", 409)
     async with state.sessionmaker() as session:
-        row = await store.remove_check(session, name)
+        row = await store.remove_provisioned(session, Check, name)
         await session.commit()
     if row is None:  # removed meanwhile through another replica
         raise RequestError(f"unknown check {name!r}", 404)
     await state.reload_checks(force=True)
     log.info("check %s removed through the API", name)
+    return _json({"name": name, "removed_at": row.removed_at})
+
+
+def policy_json(state: CollectorState, name: str) -> dict[str, Any]:
+    p = state.policies[name]
+    entry = state.contract_entries.get(name)
+    return {"name": name, "components": p.components, "interval_seconds": p.interval,
+            "min_duration_seconds": p.min_duration, "policy_hash": p.content_hash(),
+            "outage_open_since": state.evaluator.open_windows().get(name),
+            "kind": "check" if name in state.checks else "contract",
+            "source": state.check_sources.get(name) if name in state.checks else state.policy_sources.get(name),
+            **({"preset": entry.preset} if entry is not None else {})}
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    """Create or replace a contract policy (admin): a shipped preset applied to checks in force.
+    Its windows are judged from now on; earlier windows of a replaced policy stay as judged."""
+    _require_admin(request)
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    try:
+        entry, _policy = parse_policy(name, await _read_json(request), checks=state.checks)
+    except CheckError as err:
+        raise RequestError(err.message, err.status) from None
+    async with state.sessionmaker() as session:
+        created = await store.put_provisioned(session, ContractPolicy, {"name": name, "entry": entry_json(entry)})
+        await session.commit()
+    await state.reload_checks(force=True)
+    log.info("policy %s %s through the API", name, "created" if created else "replaced")
+    return _json(policy_json(state, name), status=201 if created else 200)
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    """Remove a contract policy (admin): no longer evaluated; its windows and maintenance stay."""
+    _require_admin(request)
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    if name in state.checks:
+        raise RequestError(f"{name!r} is the policy of check {name!r}; remove the check instead", 409)
+    if name not in state.contract_entries:
+        raise RequestError(f"unknown policy {name!r}", 404)
+    async with state.sessionmaker() as session:
+        row = await store.remove_provisioned(session, ContractPolicy, name)
+        await session.commit()
+    if row is None:
+        raise RequestError(f"unknown policy {name!r}", 404)
+    await state.reload_checks(force=True)
+    log.info("policy %s removed through the API", name)
     return _json({"name": name, "removed_at": row.removed_at})
 
 
@@ -470,6 +515,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/assignments", get_assignments)
     app.router.add_get("/api/v1/outages", get_outages)
     app.router.add_get("/api/v1/policies", get_policies)
+    app.router.add_put("/api/v1/policies/{name}", put_policy)
+    app.router.add_delete("/api/v1/policies/{name}", delete_policy)
     app.router.add_post("/api/v1/maintenance", post_maintenance)
     app.router.add_get("/api/v1/maintenance", get_maintenance)
     app.router.add_get("/api/v1/checks", get_checks)

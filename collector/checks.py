@@ -1,5 +1,5 @@
-"""The check set: provisioned from the config file, changeable through the admin API (issue 4,
-"Central check distribution").
+"""The check set and the contract policies: provisioned from the config file, changeable through
+the admin API (issue 4, "Central check distribution"; "Admin actions ... change checks, policies").
 
 A check given through the API is validated exactly as one in the config file: the collector's
 CheckEntry, then the agent's own check model (agents must accept what they are handed), then the
@@ -16,8 +16,8 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from collector.config import CheckEntry, CollectorConfig
-from collector.db import Check
+from collector.config import CheckEntry, CollectorConfig, ConfigError, PolicyEntry
+from collector.db import Check, ContractPolicy
 from collector.ingest import describe
 from collector.rules.policy import Policy, PolicyError, check_intervals
 
@@ -41,11 +41,11 @@ class CheckSet:
     updated: dict[str, datetime]
 
 
-def config_hash(entry: CheckEntry) -> str:
+def config_hash(entry: CheckEntry | PolicyEntry) -> str:
     return hashlib.sha256(json.dumps(entry_json(entry), sort_keys=True).encode()).hexdigest()
 
 
-def entry_json(entry: CheckEntry) -> dict[str, Any]:
+def entry_json(entry: CheckEntry | PolicyEntry) -> dict[str, Any]:
     data = entry.model_dump(mode="json")
     data.update(entry.model_extra or {})
     return data
@@ -121,3 +121,48 @@ def check_policies_allow(entry: CheckEntry, contracts: Iterable[Policy], checks:
             check_intervals(policy, intervals)
         except PolicyError as err:
             raise CheckError(f"interval: policy {policy.name!r}: {err}", 409) from None
+
+
+# --- contract policies ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PolicySet:
+    active: dict[str, PolicyEntry]
+    source: dict[str, str]
+
+
+def provisioned_policy_rows(config: CollectorConfig) -> list[dict[str, Any]]:
+    return [{"name": p.name, "entry": entry_json(p), "config_hash": config_hash(p)} for p in config.policies]
+
+
+def policy_set(rows: Iterable[ContractPolicy]) -> PolicySet:
+    active = {r.name: PolicyEntry.model_validate(r.entry) for r in rows if r.removed_at is None and r.entry is not None}
+    source = {r.name: ("api" if r.config_hash is None else "config") for r in rows}
+    return PolicySet(active, source)
+
+
+def parse_policy(name: str, data: Any, *, checks: dict[str, CheckEntry]) -> tuple[PolicyEntry, Policy]:
+    """A contract policy from an API request body: a preset applied to checks in force, with the
+    same checks as the config file's `policies:` entries get."""
+    from collector.service import policy_for_entry
+
+    if not isinstance(data, dict):
+        raise CheckError("body: expected a JSON object describing the policy")
+    if "name" in data and data["name"] != name:
+        raise CheckError(f"name: {data['name']!r} differs from the name in the path ({name!r})")
+    if name in checks:
+        raise CheckError(f"name: {name!r} is already the name of a check (every check is a policy of its own)")
+    try:
+        entry = PolicyEntry.model_validate({**data, "name": name})
+    except ValidationError as err:
+        raise CheckError(describe(err)) from None
+    from collector.rules.policy import list_presets
+
+    if entry.preset not in list_presets():
+        # only the shipped presets: a request must not make the collector read files of its host
+        raise CheckError(f"preset: unknown preset {entry.preset!r} (presets: {', '.join(list_presets())})")
+    try:
+        policy = policy_for_entry(entry, checks, 0)
+    except ConfigError as err:
+        raise CheckError(str(err).removeprefix("policies.0.").removeprefix("policies.0: ")) from None
+    return entry, policy

@@ -103,6 +103,19 @@ class Check(Base):
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class ContractPolicy(Base):
+    """A contract policy evaluated live (a preset applied to checks), from the config file's
+    `policies:` or the admin API; provenance and removal as for checks."""
+
+    __tablename__ = "policies"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    entry: Mapped[dict | None] = mapped_column(JSON)
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Result(Base):
     """One probe attempt as the agent observed it: the evidence everything else is derived from."""
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from collector.config import CheckEntry
+from collector.config import CheckEntry, PolicyEntry
 from collector.ingest import Heartbeat, ResultBatch
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
@@ -43,6 +43,8 @@ def build_spec() -> dict[str, Any]:
     beat = _schema(Heartbeat, components)
     maintenance = _schema(MaintenanceIn, components)
     check = _schema(CheckEntry, components)
+    policy_in = _schema(PolicyEntry, components)
+    policy_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     check_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     agent_auth = [{"agentToken": []}]
     admin_auth = [{"adminToken": []}]
@@ -123,6 +125,16 @@ def build_spec() -> dict[str, Any]:
                 "parameters": [{"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": _json("Revoked"), **_errors(401, 404, 503)},
             }},
+            "/api/v1/policies/{name}": {
+                "put": {"summary": "Create or replace a contract policy (admin): a shipped preset applied to checks",
+                        "security": admin_auth, "parameters": [policy_name],
+                        "requestBody": {"required": True, "content": {"application/json": {"schema": policy_in}}},
+                        "responses": {"200": _json("Replaced"), "201": _json("Created"),
+                                      **_errors(400, 401, 413, 422, 503)}},
+                "delete": {"summary": "Remove a contract policy (admin); its windows and maintenance stay",
+                           "security": admin_auth, "parameters": [policy_name],
+                           "responses": {"200": _json("Removed"), **_errors(401, 404, 409, 503)}},
+            },
             "/api/v1/checks": {"get": {
                 "summary": "Checks in force, and removed ones", "responses": {"200": _json("Checks"), **_errors(401, 503)}}},
             "/api/v1/checks/{name}": {

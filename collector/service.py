@@ -13,9 +13,9 @@ from typing import Any, Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from collector import notify, store
-from collector.checks import check_set, provisioned_rows
+from collector.checks import check_set, policy_set, provisioned_policy_rows, provisioned_rows
 from collector.config import CheckEntry, CollectorConfig, ConfigError, PolicyEntry
-from collector.db import make_engine, make_sessionmaker
+from collector.db import Check, ContractPolicy, make_engine, make_sessionmaker
 from collector.evaluator import RESCAN_ON_LEAD, LiveEvaluator, LivePolicy, WindowEvent
 from collector.metrics import CollectorMetrics, LastProbe
 from collector.notify import Deliverer
@@ -72,12 +72,22 @@ def policy_for_entry(entry: PolicyEntry, checks: dict[str, CheckEntry], index: i
     return policy
 
 
-def build_live_policies(config: CollectorConfig, checks: dict[str, CheckEntry] | None = None) -> list[LivePolicy]:
-    """Every check in force as a policy of its own (issue 2's rule), then the contract policies."""
+def build_live_policies(config: CollectorConfig, checks: dict[str, CheckEntry] | None = None,
+                        contracts: list[PolicyEntry] | None = None, *, strict: bool = True) -> list[LivePolicy]:
+    """Every check in force as a policy of its own (issue 2's rule), then the contract policies
+    (the config file's, or those in force in the database). With `strict`, a contract that does
+    not fit the checks stops start-up; otherwise it is logged and left out."""
     checks = checks if checks is not None else {c.name: c for c in config.checks}
+    contracts = contracts if contracts is not None else list(config.policies)
     live = [LivePolicy(policy_for_check(c), expected_agents(config, [c.name], checks)) for c in checks.values()]
-    for i, entry in enumerate(config.policies):
-        policy = policy_for_entry(entry, checks, i)
+    for i, entry in enumerate(contracts):
+        try:
+            policy = policy_for_entry(entry, checks, i)
+        except ConfigError as err:
+            if strict:
+                raise
+            log.error("policy %s is not evaluated: %s", entry.name, err)
+            continue
         live.append(LivePolicy(policy, expected_agents(config, policy.components, checks)))
     return live
 
@@ -108,6 +118,8 @@ class CollectorState:
     check_sources: dict[str, str] = field(default_factory=dict)
     check_updated: dict[str, datetime] = field(default_factory=dict)
     checks_version: Any = None
+    contract_entries: dict[str, PolicyEntry] = field(default_factory=dict)
+    policy_sources: dict[str, str] = field(default_factory=dict)
     last_probe: dict[tuple[str, str], LastProbe] = field(default_factory=dict)
     agent_contact: dict[str, AgentContact] = field(default_factory=dict)
     policy_status: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -263,32 +275,38 @@ class CollectorState:
 
     @property
     def contracts(self) -> list[Policy]:
-        """The contract policies of the config file (not the per-check ones)."""
-        return [self.policies[p.name] for p in self.config.policies if p.name in self.policies]
+        """The contract policies in force (not the per-check ones)."""
+        entries = self.contract_entries if self.checks_version is not None else {p.name: p for p in self.config.policies}
+        return [self.policies[name] for name in entries if name in self.policies]
 
     async def sync_config(self) -> None:
         """Make the database agree with the config: agents and their token hashes, checks (what the
         admin API changed since the file last changed stays); then load the checks in force."""
         async with self.sessionmaker() as session:
             await store.sync_agents(session, [(a.id, a.token_hash) for a in self.config.agents])
-            await store.sync_checks(session, provisioned_rows(self.config))
+            await store.sync_provisioned(session, Check, provisioned_rows(self.config))
+            await store.sync_provisioned(session, ContractPolicy, provisioned_policy_rows(self.config))
             await session.commit()
         await self.reload_checks()
 
     async def reload_checks(self, force: bool = False) -> bool:
-        """Take up the checks in the database when they changed (through this replica's API or
-        another's): assignments, ingest and evaluation follow. True if anything changed."""
+        """Take up the checks and contract policies in the database when they changed (through
+        this replica's API or another's): assignments, ingest and evaluation follow. True if
+        anything changed."""
         async with self.sessionmaker() as session:
-            version = await store.checks_version(session)
+            version = (await store.provisioned_version(session, Check),
+                       await store.provisioned_version(session, ContractPolicy))
             if version == self.checks_version and not force:
                 return False
-            found = check_set(await store.load_checks(session))
-        live = build_live_policies(self.config, found.active)
+            found = check_set(await store.load_provisioned(session, Check))
+            contracts = policy_set(await store.load_provisioned(session, ContractPolicy))
+        live = build_live_policies(self.config, found.active, list(contracts.active.values()), strict=False)
         self.evaluator.replace_policies(live)
         self.policies = {lp.name: lp.policy for lp in live}
         self.checks = found.active
         self.removed_checks = {name: when for name, (_entry, when) in found.removed.items()}
         self.check_sources, self.check_updated = found.source, found.updated
+        self.contract_entries, self.policy_sources = contracts.active, contracts.source
         self.checks_version = version
         return True
 

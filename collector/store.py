@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from collector.db import Agent, Check, IngestMark, Lease, Maintenance, OutageWindow, Result, RoundSummary
+from collector.db import Agent, Check, ContractPolicy, IngestMark, Lease, Maintenance, OutageWindow, Result, RoundSummary
 from collector.rules.model import Observation
 
 
@@ -40,44 +40,49 @@ async def sync_agents(session: AsyncSession, entries: Iterable[tuple[str, str | 
             agent.revoked_at = None
 
 
-async def sync_checks(session: AsyncSession, provisioned: Sequence[dict[str, Any]]) -> None:
-    """Apply the config file's checks (rows with name, type, interval_seconds, spec, agents, entry,
-    config_hash). A check whose config entry is unchanged since it was last applied is left as it
-    is, so what the admin API changed (or removed) since survives a restart; a changed entry wins
-    over the API. A check that left the config file is removed (its row stays: evidence)."""
+# Checks and contract policies are provisioned from the config file and changeable through the
+# admin API; both tables have name, entry, config_hash, updated_at and removed_at.
+Provisioned = type[Check] | type[ContractPolicy]
+
+
+async def sync_provisioned(session: AsyncSession, model: Provisioned, rows: Sequence[dict[str, Any]]) -> None:
+    """Apply the config file's entries (rows with at least name, entry, config_hash). An entry
+    unchanged since it was last applied is left as it is, so what the admin API changed (or
+    removed) since survives a restart; a changed entry wins over the API. An entry that left the
+    config file is removed (its row stays: the evidence and windows made under it stay)."""
     now = utcnow()
-    existing = {c.name: c for c in (await session.scalars(select(Check))).all()}
-    for row in provisioned:
+    existing = {c.name: c for c in (await session.scalars(select(model))).all()}
+    for row in rows:
         old = existing.get(row["name"])
         if old is None:
-            session.add(Check(**row, updated_at=now))
+            session.add(model(**row, updated_at=now))
         elif old.entry is None or old.config_hash != row["config_hash"]:
             for key, value in row.items():
                 setattr(old, key, value)
             old.removed_at, old.updated_at = None, now
-    names = {row["name"] for row in provisioned}
+    names = {row["name"] for row in rows}
     for name, old in existing.items():
         provisioned_once = old.config_hash is not None or old.entry is None
         if name not in names and provisioned_once and old.removed_at is None:
             old.removed_at = old.updated_at = now
 
 
-async def load_checks(session: AsyncSession) -> list[Check]:
-    return list((await session.scalars(select(Check).order_by(Check.name))).all())
+async def load_provisioned(session: AsyncSession, model: Provisioned) -> list[Any]:
+    return list((await session.scalars(select(model).order_by(model.name))).all())
 
 
-async def checks_version(session: AsyncSession) -> tuple[int, datetime | None]:
-    """Changes to the checks, cheaply: every change moves a row's updated_at."""
-    count, newest = (await session.execute(select(func.count(), func.max(Check.updated_at)))).one()
+async def provisioned_version(session: AsyncSession, model: Provisioned) -> tuple[int, datetime | None]:
+    """Changes to a table, cheaply: every change moves a row's updated_at."""
+    count, newest = (await session.execute(select(func.count(), func.max(model.updated_at)))).one()
     return count, newest
 
 
-async def put_check(session: AsyncSession, row: dict[str, Any]) -> bool:
-    """Create or replace a check through the API. True if it did not exist (or was removed)."""
+async def put_provisioned(session: AsyncSession, model: Provisioned, row: dict[str, Any]) -> bool:
+    """Create or replace an entry through the API. True if it did not exist (or was removed)."""
     now = utcnow()
-    old = await session.get(Check, row["name"])
+    old = await session.get(model, row["name"])
     if old is None:
-        session.add(Check(**row, updated_at=now))
+        session.add(model(**row, updated_at=now))
         return True
     created = old.removed_at is not None
     for key, value in row.items():
@@ -86,9 +91,9 @@ async def put_check(session: AsyncSession, row: dict[str, Any]) -> bool:
     return created
 
 
-async def remove_check(session: AsyncSession, name: str) -> Check | None:
-    """Remove a check: agents stop probing it; its results and windows stay. None if unknown."""
-    old = await session.get(Check, name)
+async def remove_provisioned(session: AsyncSession, model: Provisioned, name: str) -> Any | None:
+    """Remove an entry: it no longer applies; what was stored under it stays. None if unknown."""
+    old = await session.get(model, name)
     if old is None or old.removed_at is not None:
         return None
     old.removed_at = old.updated_at = utcnow()

@@ -76,7 +76,8 @@ def live(tmp_path_factory):
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_produces_a_server_error(case, live) -> None:
     path = case.operation.path
-    token = ADMIN_TOKEN if path.startswith(("/api/v1/maintenance", "/api/v1/agents")) else AGENT_TOKEN
+    admin = path.startswith(("/api/v1/maintenance", "/api/v1/agents")) or case.method.upper() in ("PUT", "DELETE")
+    token = ADMIN_TOKEN if admin else AGENT_TOKEN
     response = case.call(base_url=live.base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     case.validate_response(response, checks=[not_a_server_error])
     if 400 <= response.status_code < 500:

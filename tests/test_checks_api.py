@@ -166,3 +166,67 @@ async def test_another_replica_takes_up_a_change_made_through_the_first(database
     _, checks = await assigned(two)
     assert "extra" in checks
     assert not await two.state.reload_checks()  # nothing changed since: nothing rebuilt
+
+
+async def test_a_contract_policy_is_created_replaced_and_removed(database_url, aiohttp_client) -> None:
+    client = await start(aiohttp_client, config(database_url))
+    assert (await client.put("/api/v1/checks/api-web", json={**WEB, "name": "api-web"}, headers=ADMIN)).status == 201
+    body = {"preset": "nexcess", "components": ["api-web"]}
+    resp = await client.put("/api/v1/policies/sla2", json=body, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    created = await resp.json()
+    assert (created["kind"], created["source"], created["preset"], created["components"]) == (
+        "contract", "api", "nexcess", ["api-web"])
+    listed = {p["name"]: p for p in (await (await client.get("/api/v1/policies")).json())["policies"]}
+    assert listed["sla2"]["kind"] == "contract" and listed["contract"]["source"] == "config"
+    assert listed["web"]["kind"] == "check"
+    report = await client.get("/api/v1/reports/sla2", params={"period": "2026-10"})
+    assert report.status == 200, await report.text()
+    assert (await client.put("/api/v1/policies/sla2", json=body, headers=ADMIN)).status == 200
+
+    # its component cannot go while it uses it
+    resp = await client.delete("/api/v1/checks/api-web", headers=ADMIN)
+    assert resp.status == 409 and "component of policy sla2" in (await resp.json())["error"]
+
+    resp = await client.delete("/api/v1/policies/sla2", headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    assert "sla2" not in {p["name"] for p in (await (await client.get("/api/v1/policies")).json())["policies"]}
+    assert (await client.get("/api/v1/reports/sla2")).status == 404
+    assert (await client.delete("/api/v1/policies/sla2", headers=ADMIN)).status == 404
+    assert (await client.delete("/api/v1/checks/api-web", headers=ADMIN)).status == 200
+
+
+@pytest.mark.parametrize("name, body, status, message", [
+    ("p", {"preset": "no-such-contract"}, 422, "preset: unknown preset 'no-such-contract'"),
+    ("p", {"preset": "/etc/passwd"}, 422, "preset: unknown preset"),  # never a file of the host
+    ("p", {"preset": "nexcess", "components": ["nothing"]}, 422, "components: nothing not among"),
+    ("p", {"preset": "nexcess", "components": ["web"], "target_percent": 120}, 422, "target_percent"),
+    ("p", {"preset": "nexcess", "components": ["web"], "colour": "red"}, 422, "colour: unknown field"),
+    ("web", {"preset": "nexcess", "components": ["web"]}, 422, "already the name of a check"),
+    ("p", "nexcess", 422, "body: expected a JSON object"),
+])
+async def test_a_bad_policy_is_refused_with_the_field_named(database_url, aiohttp_client, name, body, status, message) -> None:
+    client = await start(aiohttp_client, config(database_url))
+    before = (await (await client.get("/api/v1/policies")).json())["policies"]
+    resp = await client.put(f"/api/v1/policies/{name}", json=body, headers=ADMIN)
+    assert resp.status == status, await resp.text()
+    assert message in (await resp.json())["error"]
+    assert (await (await client.get("/api/v1/policies")).json())["policies"] == before
+
+
+async def test_policy_changes_need_the_admin_token_and_check_policies_stay(database_url, aiohttp_client) -> None:
+    client = await start(aiohttp_client, config(database_url))
+    for headers in ({}, auth("a1")):
+        assert (await client.put("/api/v1/policies/p", json={"preset": "nexcess", "components": ["web"]},
+                                 headers=headers)).status == 401
+        assert (await client.delete("/api/v1/policies/contract", headers=headers)).status == 401
+    resp = await client.delete("/api/v1/policies/web", headers=ADMIN)
+    assert resp.status == 409 and "remove the check instead" in (await resp.json())["error"]
+    # a check cannot take a policy's name either
+    resp = await client.put("/api/v1/checks/contract", json={**WEB, "name": "contract"}, headers=ADMIN)
+    assert resp.status == 422 and "already the name of a policy" in (await resp.json())["error"]
+    # the config's contract can be removed through the API, and stays removed across a restart
+    assert (await client.delete("/api/v1/policies/contract", headers=ADMIN)).status == 200
+    await client.close()
+    again = await start(aiohttp_client, config(database_url))
+    assert "contract" not in {p["name"] for p in (await (await again.get("/api/v1/policies")).json())["policies"]}

@@ -1,4 +1,4 @@
-"""ingest marks replace the index on results.received_at; checks changeable through the API
+"""ingest marks replace the index on results.received_at; checks and policies changeable through the API
 
 The evaluating replica used to find what other replicas stored by scanning results by
 received_at: during a replay of a long backlog that meant re-judging the last 30 s of replayed
@@ -38,9 +38,18 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('entry', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('config_hash', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('removed_at', collector.db.UTCDateTime(timezone=True), nullable=True))
+    op.create_table('policies',
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('entry', sa.JSON(), nullable=True),
+    sa.Column('config_hash', sa.String(length=64), nullable=True),
+    sa.Column('updated_at', collector.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('removed_at', collector.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_policies'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('policies')
     with op.batch_alter_table('checks', schema=None) as batch_op:
         batch_op.drop_column('removed_at')
         batch_op.drop_column('config_hash')
