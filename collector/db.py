@@ -74,6 +74,9 @@ class Agent(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The hash the config file gave when it was last applied: a token rotated or revoked with the
+    # CLI or the API stays so across restarts until the config's own token changes.
+    config_token_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -28,15 +28,17 @@ class IngestOutcome:
 async def sync_agents(session: AsyncSession, entries: Iterable[tuple[str, str | None]]) -> None:
     """Make the configured agents exist with their token hashes.
 
-    A token revoked with `agents revoke` stays revoked across restarts even while the config still
-    names it; writing a new token into the config (a rotation) makes the agent active again."""
+    What `agents add` (a new token) and `agents revoke` did stays across restarts while the
+    config's entry for that agent is unchanged: otherwise restarting any replica would bring a
+    stolen token back. Writing a new token into the config (a rotation there) makes the agent
+    active again with that token."""
     now = utcnow()
     for agent_id, token_hash in entries:
         agent = await session.get(Agent, agent_id)
         if agent is None:
-            session.add(Agent(id=agent_id, token_sha256=token_hash, created_at=now))
-        elif token_hash and agent.token_sha256 != token_hash:
-            agent.token_sha256 = token_hash
+            session.add(Agent(id=agent_id, token_sha256=token_hash, config_token_sha256=token_hash, created_at=now))
+        elif token_hash and agent.config_token_sha256 != token_hash:
+            agent.token_sha256 = agent.config_token_sha256 = token_hash
             agent.revoked_at = None
 
 

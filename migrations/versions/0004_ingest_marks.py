@@ -38,6 +38,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('entry', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('config_hash', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('removed_at', collector.db.UTCDateTime(timezone=True), nullable=True))
+    with op.batch_alter_table('agents', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('config_token_sha256', sa.String(length=64), nullable=True))
+    # What is in the database now is taken as what the config last gave, so that an agent revoked
+    # before the upgrade stays revoked.
+    op.execute("UPDATE agents SET config_token_sha256 = token_sha256")
     op.create_table('policies',
     sa.Column('name', sa.String(length=128), nullable=False),
     sa.Column('entry', sa.JSON(), nullable=True),
@@ -50,6 +55,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('policies')
+    with op.batch_alter_table('agents', schema=None) as batch_op:
+        batch_op.drop_column('config_token_sha256')
     with op.batch_alter_table('checks', schema=None) as batch_op:
         batch_op.drop_column('removed_at')
         batch_op.drop_column('config_hash')
