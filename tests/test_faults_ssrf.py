@@ -22,7 +22,7 @@ import netns
 
 from agent.config import ConfigError, HttpCheck, parse_config
 from agent.probers import ERRORS, RESULTS_BY_TYPE, http
-from agent.probers.guard import AddressGuard, why_blocked
+from agent.probers.guard import AddressGuard, legacy_ipv4, why_blocked
 from agent.runner import Agent
 
 
@@ -54,8 +54,15 @@ from agent.runner import Agent
         ("::", "unspecified"),
         ("240.0.0.1", "reserved"),
         ("255.255.255.255", "reserved"),
-        ("100.64.0.1", "not globally routable"),
+        ("100.64.0.1", "shared address space"),  # carrier-grade NAT
+        ("100.127.255.254", "shared address space"),
         ("192.0.2.1", "private"),  # documentation range (TEST-NET-1)
+        ("fec0::1", "site-local"),
+        ("feff:ffff::1", "site-local"),
+        ("::ffff:0:0", "unspecified (embedded 0.0.0.0)"),
+        ("64:ff9b::7f00:1", "loopback (embedded 127.0.0.1)"),
+        ("2002:7f00:1::1", "loopback (embedded 127.0.0.1)"),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::1", "cloud metadata (embedded 169.254.169.254)"),
         ("::ffff:127.0.0.1", "loopback (embedded 127.0.0.1)"),
         ("::ffff:169.254.169.254", "cloud metadata (embedded 169.254.169.254)"),
         ("2002:a00:1::1", "private (embedded 10.0.0.1)"),  # 6to4 of 10.0.0.1
@@ -71,6 +78,44 @@ def test_blocked_addresses_name_their_reason(address: str, reason: str) -> None:
                                      "::ffff:8.8.8.8", "64:ff9b::808:808"])
 def test_public_addresses_are_allowed(address: str) -> None:
     assert why_blocked(address) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "0.0.0.0", "0.1.2.3", "0.255.255.255",  # 0.0.0.0/8
+        "100.64.0.0", "100.100.0.1", "100.127.255.255",  # 100.64.0.0/10
+        "192.0.0.1", "192.0.0.9", "192.0.0.10", "192.0.0.170", "192.0.0.255",  # all of 192.0.0.0/24
+        "198.18.0.1", "198.19.255.255",  # benchmarking
+        "240.0.0.1", "254.255.255.255", "255.255.255.255",
+        "224.0.0.1", "239.255.255.255",
+        "::", "::1", "fe80::1", "febf:ffff::1", "fec0::1", "fc00::1", "fdff::1", "ff0e::1",
+        "::ffff:10.0.0.1", "::ffff:100.64.0.1", "::ffff:192.0.0.9", "::ffff:198.18.0.1",
+        "64:ff9b::10.0.0.1", "64:ff9b::100.64.0.1", "64:ff9b::192.0.0.9", "64:ff9b::240.0.0.1",
+        "64:ff9b:1:7f00:1::", "64:ff9b:1::7f00:1",  # local-use NAT64: outside its /96 always refused
+        "2002:c000:9::1", "2002:6440:1::1", "2002:c612:1::1",  # 6to4 of 192.0.0.9, 100.64.0.1, 198.18.0.1
+        "2001:db8::1", "3fff::1", "2001::1", "100::1",
+        "169.254.169.254", "fd00:ec2::254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::",
+    ],
+)
+def test_special_purpose_ranges_are_blocked(address: str) -> None:
+    assert why_blocked(address) is not None, address
+
+
+def test_metadata_is_refused_however_the_address_object_is_scoped() -> None:
+    assert why_blocked(ipaddress.IPv6Address("fd00:ec2::254%3")) == "cloud metadata"
+    assert why_blocked("fe80::1%25eth0") == "link-local"
+    assert why_blocked("64:ff9b:1::808:808") is None  # local-use NAT64 /96 of a public address
+
+
+@pytest.mark.parametrize(
+    "host, address",
+    [("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f000001", "127.0.0.1"),
+     ("127.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"), ("134744072", "8.8.8.8"),
+     ("127.0.0.1", None), ("example.com", None), ("::1", None), ("deadbeef", None), ("", None)],
+)
+def test_legacy_numeric_hosts_are_read_as_inet_aton_reads_them(host: str, address: str | None) -> None:
+    assert legacy_ipv4(host) == (ipaddress.IPv4Address(address) if address else None)
 
 
 def test_allow_exempts_networks_but_never_metadata() -> None:
@@ -236,6 +281,68 @@ async def test_a_name_is_judged_by_the_address_it_resolves_to() -> None:
         assert result.ok and server.connections == 1
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize(
+    "host, address, reason",
+    [
+        ("2130706433", "127.0.0.1", "loopback"),  # decimal
+        ("0177.0.0.1", "127.0.0.1", "loopback"),  # octal
+        ("0x7f000001", "127.0.0.1", "loopback"),  # hex
+        ("0x7f.1", "127.0.0.1", "loopback"),
+        ("[::ffff:127.0.0.1]", "::ffff:7f00:1", "loopback (embedded 127.0.0.1)"),  # IPv4-mapped
+        ("[64:ff9b::127.0.0.1]", "64:ff9b::7f00:1", "loopback (embedded 127.0.0.1)"),  # NAT64
+    ],
+)
+async def test_disguised_loopback_hosts_are_blocked_before_reaching_the_server(host, address, reason) -> None:
+    """A loopback server is the would-be target of each URL form; with the guard off the plain
+    form reaches it, with the guard on every disguise is refused as `blocked` without a packet."""
+    server = await CountingServer("127.0.0.1").start()
+    try:
+        url = f"http://{host}:{server.port}/"
+        result = await http.probe(check(url), guard=ON)
+        assert (result.ok, result.error, result.status_code) == (False, "blocked", None), (url, result)
+        assert result.detail.endswith(f"blocked by the agent's guard: {address} ({reason})"), result.detail
+        assert (server.connections, server.requests) == (0, 0)
+        # the target is really there: the canonical form reaches it when the guard is off
+        plain = await http.probe(check(f"http://127.0.0.1:{server.port}/"), guard=None)
+        assert plain.ok and (server.connections, server.requests) == (1, 1)
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    "host, reason",
+    [("[fe80::1%25eth0]", "link-local"), ("[fe80::1%25lo]", "link-local"), ("[fec0::1]", "site-local"),
+     ("[fd00:ec2::254]", "cloud metadata")],
+)
+async def test_scoped_and_site_local_ipv6_literals_are_blocked_at_once(host, reason) -> None:
+    """No loopback server can stand at these addresses; refused before any connect() (an attempt
+    would fail or hang to the timeout instead), and a loopback server on the same port sees nothing."""
+    server = await CountingServer("127.0.0.1").start()
+    try:
+        started = time.monotonic()
+        result = await http.probe(check(f"http://{host}:{server.port}/", timeout="3s"), guard=ON)
+        assert time.monotonic() - started < 1.0
+        assert (result.ok, result.error) == (False, "blocked"), result
+        assert result.detail.endswith(f"({reason})"), result.detail
+        assert (server.connections, server.requests) == (0, 0)
+    finally:
+        await server.stop()
+
+
+async def test_a_redirect_to_a_decimal_loopback_host_is_blocked() -> None:
+    inner = await CountingServer("127.0.0.1").start()
+    outer = await CountingServer("127.0.0.2", redirect_to=f"http://2130706433:{inner.port}/secret").start()
+    try:
+        result = await http.probe(check(f"http://127.0.0.2:{outer.port}/"), guard=ALLOW_2)
+        assert (result.ok, result.error) == (False, "blocked")
+        assert result.detail == (
+            f"2130706433:{inner.port} (redirect 1) blocked by the agent's guard: 127.0.0.1 (loopback)")
+        assert (outer.requests, inner.connections) == (1, 0)
+    finally:
+        await outer.stop()
+        await inner.stop()
 
 
 async def test_metadata_and_ipv6_literals_are_blocked_without_a_packet() -> None:
