@@ -14,7 +14,9 @@ NAMESPACE = "uptime_agent"
 # Start lateness is scheduler delay plus the configured jitter: milliseconds when healthy,
 # seconds when the event loop is starved or jitter is large.
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-DROP_REASONS = ("bytes", "age")
+# bytes/age: unshipped results dropped by the spool's bounds; rejected_bytes: results the collector
+# refused for good, dropped (oldest first, before any unshipped one) to keep within spool.max_bytes.
+DROP_REASONS = ("bytes", "age", "rejected_bytes")
 SHIP_FAILURE_REASONS = ("connect", "timeout", "server_error", "rate_limited", "unauthorized", "rejected", "unexpected")
 
 

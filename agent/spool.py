@@ -3,7 +3,9 @@
 Every result is written here before any attempt to ship it, and leaves only when the collector
 acknowledged it (`ack`), was refused for good (`reject`, moved to the `rejected` table), or a
 bound was hit (oldest dropped first, counted in uptime_agent_spool_dropped_results_total and
-logged). All sqlite work runs on one worker thread of its own, so the event loop never blocks
+logged). `max_bytes` bounds both tables together: over it, the oldest refused results go first
+(reason `rejected_bytes`: they would never be shipped anyway), then the oldest unshipped ones
+(reason `bytes`). All sqlite work runs on one worker thread of its own, so the event loop never blocks
 on disk and the connection is used by one thread only.
 """
 from __future__ import annotations
@@ -45,6 +47,8 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 # How many rows one pass of the byte bound looks at when choosing what to drop.
 DROP_SCAN_ROWS = 1000
+# What a refused result weighs against max_bytes: its payload and the reason stored with it.
+REJECTED_SIZE = "length(payload) + length(error)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,7 @@ class Spool:
         self._worker: ThreadPoolExecutor | None = None
         self._count = 0
         self._bytes = 0
+        self._rejected_bytes = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -93,6 +98,7 @@ class Spool:
         self._count, self._bytes = db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM results"
         ).fetchone()
+        self._rejected_bytes = db.execute(f"SELECT coalesce(sum({REJECTED_SIZE}), 0) FROM rejected").fetchone()[0]
         self._db = db
 
     @property
@@ -139,14 +145,28 @@ class Spool:
 
     @property
     def size_bytes(self) -> int:
+        """Bytes of the results waiting to be shipped."""
         return self._bytes
+
+    @property
+    def rejected_bytes(self) -> int:
+        """Bytes held by refused results (payload and error), also counted against max_bytes."""
+        return self._rejected_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        """What `max_bytes` bounds: both tables."""
+        return self._bytes + self._rejected_bytes
+
+    def _over_bytes(self) -> bool:
+        return self._bytes + self._rejected_bytes > self.max_bytes
 
     async def put(self, result: dict[str, Any]) -> None:
         """Store one result durably; then keep the spool within its bounds."""
         payload = json.dumps(result, separators=(",", ":"))
         await self._run(self._put, result["id"], payload)
         self._publish()
-        if self._bytes > self.max_bytes:
+        if self._over_bytes():
             await self._run(self._drop_for_bytes)
             self._publish()
 
@@ -157,7 +177,7 @@ class Spool:
         rows = [(r["id"], json.dumps(r, separators=(",", ":"))) for r in results]
         inserted = await self._run(self._put_many, rows)
         self._publish()
-        if self._bytes > self.max_bytes:
+        if self._over_bytes():
             await self._run(self._drop_for_bytes)
             self._publish()
         return inserted
@@ -218,29 +238,51 @@ class Spool:
         self._bytes -= freed
         return deleted
 
-    async def reject(self, seqs: list[int], status: int, error: str) -> int:
-        """Move results the collector refused for good to the `rejected` table."""
-        moved = await self._run(self._reject, seqs, status, error)
+    async def reject(
+        self, seqs: list[int], status: int, error: str, errors: dict[int, str] | None = None
+    ) -> int:
+        """Move results the collector refused for good to the `rejected` table, each with
+        `error`, or with its own message where `errors` (seq -> message) names one; then keep
+        the spool within max_bytes (refused results count against it too)."""
+        own = {seq: message for seq, message in (errors or {}).items() if message is not None}
+        moved = await self._run(self._reject, seqs, status, error, own)
         self._publish()
+        if self._over_bytes():
+            await self._run(self._drop_for_bytes)
+            self._publish()
         return moved
 
-    def _reject(self, seqs: list[int], status: int, error: str) -> int:
+    def _reject(self, seqs: list[int], status: int, error: str, errors: dict[int, str]) -> int:
         now = time.time()
-        moved = freed = 0
+        moved = freed = added = 0
         with self._transaction():
             for chunk in _chunks(seqs, 500):
                 marks = ",".join("?" * len(chunk))
                 freed += self._db.execute(
                     f"SELECT coalesce(sum(length(payload)), 0) FROM results WHERE seq IN ({marks})", chunk
                 ).fetchone()[0]
+                added -= self._db.execute(  # rows replaced below (none, as seqs are never reused)
+                    f"SELECT coalesce(sum({REJECTED_SIZE}), 0) FROM rejected WHERE seq IN ({marks})", chunk
+                ).fetchone()[0]
                 self._db.execute(
                     f"INSERT OR REPLACE INTO rejected (seq, id, spooled, payload, rejected, status, error) "
                     f"SELECT seq, id, spooled, payload, ?, ?, ? FROM results WHERE seq IN ({marks})",
                     (now, status, error[:2000], *chunk),
                 )
+                own = [(str(errors[seq])[:2000], seq) for seq in chunk if seq in errors]
+                if own:
+                    self._db.executemany(  # only rows moved now, not ones refused before
+                        "UPDATE rejected SET error = ? WHERE seq = ? "
+                        "AND EXISTS (SELECT 1 FROM results WHERE results.seq = rejected.seq)",
+                        own,
+                    )
+                added += self._db.execute(
+                    f"SELECT coalesce(sum({REJECTED_SIZE}), 0) FROM rejected WHERE seq IN ({marks})", chunk
+                ).fetchone()[0]
                 moved += self._db.execute(f"DELETE FROM results WHERE seq IN ({marks})", chunk).rowcount
         self._count -= moved
         self._bytes -= freed
+        self._rejected_bytes += added
         return moved
 
     async def rejected(self) -> list[dict[str, Any]]:
@@ -258,9 +300,10 @@ class Spool:
     # --- bounds --------------------------------------------------------------------------------
 
     async def enforce_bounds(self) -> None:
-        """Drop results older than max_age, then the oldest until within max_bytes."""
+        """Drop results older than max_age, then the oldest until within max_bytes (refused
+        results first, see `_drop_for_bytes`)."""
         await self._run(self._drop_for_age)
-        if self._bytes > self.max_bytes:
+        if self._over_bytes():
             await self._run(self._drop_for_bytes)
         self._publish()
 
@@ -273,7 +316,12 @@ class Spool:
             if count:
                 self._db.execute("DELETE FROM results WHERE spooled < ?", (cutoff,))
             # Refused results are kept for inspection, but no longer than unshipped ones.
-            old_rejected = self._db.execute("DELETE FROM rejected WHERE rejected < ?", (cutoff,)).rowcount
+            old_rejected, rejected_freed = self._db.execute(
+                f"SELECT count(*), coalesce(sum({REJECTED_SIZE}), 0) FROM rejected WHERE rejected < ?", (cutoff,)
+            ).fetchone()
+            if old_rejected:
+                self._db.execute("DELETE FROM rejected WHERE rejected < ?", (cutoff,))
+        self._rejected_bytes -= rejected_freed
         if count:
             self._count -= count
             self._bytes -= freed
@@ -286,14 +334,40 @@ class Spool:
             log.warning("spool %s: deleted %d rejected results older than max_age", self.path, old_rejected)
 
     def _drop_for_bytes(self) -> None:
+        """Over max_bytes (both tables): delete the oldest refused results first, as they will
+        never be shipped, then the oldest unshipped results; each kind counted and logged."""
+        rejected = 0
+        while self._over_bytes():
+            rows = self._db.execute(
+                f"SELECT seq, {REJECTED_SIZE} FROM rejected ORDER BY seq LIMIT ?", (DROP_SCAN_ROWS,)
+            ).fetchall()
+            if not rows:
+                break
+            excess, freed, last = self.total_bytes - self.max_bytes, 0, None
+            for seq, size in rows:
+                freed += size
+                last = seq
+                if freed >= excess:
+                    break
+            with self._transaction():
+                count = self._db.execute("DELETE FROM rejected WHERE seq <= ?", (last,)).rowcount
+            self._rejected_bytes -= freed
+            rejected += count
+        if rejected:
+            self._dropped("rejected_bytes", rejected)
+            log.warning(
+                "spool %s: over max_bytes %s, deleted the %d oldest rejected results (refused by the "
+                "collector, never to be shipped)",
+                self.path, format_size(self.max_bytes), rejected,
+            )
         dropped = 0
-        while self._bytes > self.max_bytes:
+        while self._over_bytes():
             rows = self._db.execute(
                 "SELECT seq, length(payload) FROM results ORDER BY seq LIMIT ?", (DROP_SCAN_ROWS,)
             ).fetchall()
             if not rows:
                 break
-            excess, freed, last = self._bytes - self.max_bytes, 0, None
+            excess, freed, last = self.total_bytes - self.max_bytes, 0, None
             for seq, size in rows:
                 freed += size
                 last = seq
