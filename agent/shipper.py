@@ -2,9 +2,10 @@
 
 Errors come in two kinds, decided in `Shipper.ship_batch` alone (wire-protocol.md, Responses):
 - transient (connection error, timeout, 401/403, 429, 5xx): keep the batch, back off, retry;
-- final for this batch (400/413/422, "do not retry it as is"): move it to the spool's
-  `rejected` table, say so loudly, count it, go on with the next batch. A 413 batch of more
-  than one result is first retried in halves, which is not "as is".
+- final (400/413/422, "do not retry it as is"): the results the refusal names (`rejected`) go to
+  the spool's `rejected` table, loudly and counted, and the rest of the batch is shipped again; a
+  refused batch of several that names none (a 413, say) is retried in halves, down to the
+  culprits alone, so that one bad result never takes good ones with it.
 Nothing leaves the spool except what the collector acknowledged with 200.
 """
 from __future__ import annotations
@@ -33,6 +34,23 @@ REJECT_STATUSES = frozenset({400, 413, 422})  # wire-protocol.md: refused whole,
 AUTH_STATUSES = frozenset({401, 403})  # wire-protocol.md: keep the results, back off, log loudly
 
 
+def _culprits(reply: Reply, batch: list[Spooled]) -> dict[int, str] | None:
+    """The results a refusal names (wire-protocol.md: `rejected`, by index and id), as spool seq
+    -> the collector's reason; None when the refusal names none or names them inconsistently."""
+    listed = reply.body.get("rejected") if isinstance(reply.body, dict) else None
+    if not isinstance(listed, list) or not listed:
+        return None
+    found: dict[int, str] = {}
+    for item in listed:
+        index = item.get("index") if isinstance(item, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(batch):
+            return None
+        if "id" in item and item["id"] != batch[index].result.get("id"):
+            return None
+        found[batch[index].seq] = str(item.get("error") or reply.error_message())
+    return found
+
+
 def backoff_delay(attempt: int) -> float:
     """Full jitter: uniform in [0, min(max, initial * multiplier**attempt)] (attempt 0 = first retry)."""
     ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_INITIAL_SECONDS * BACKOFF_MULTIPLIER ** min(attempt, 64))
@@ -42,7 +60,7 @@ def backoff_delay(attempt: int) -> float:
 class Outcome(enum.Enum):
     SENT = "sent"
     REJECTED = "rejected"
-    SPLIT = "split"  # 413 on a batch of several: retry it in halves
+    SPLIT = "split"  # a batch of several refused without naming its culprits: retry it in halves
     RETRY = "retry"
 
 
@@ -149,16 +167,21 @@ class Shipper:
             return Outcome.SENT
         if status in REJECT_STATUSES:
             self._metrics.ship_failures.labels(reason="rejected").inc()
-            if status == 413 and len(batch) > 1:
-                log.warning("collector: batch of %d results too large (413), retrying in halves", len(batch))
+            culprits = _culprits(reply, batch)
+            if culprits is None and len(batch) > 1:
+                # too large, or refused without saying which results: halves, down to the culprits
+                # alone, so that no good result is set aside with a bad one
+                log.warning("collector refused a batch of %d results (%d: %s), retrying in halves",
+                            len(batch), status, reply.error_message())
                 return Outcome.SPLIT
-            moved = await self._spool.reject(seqs, status, reply.error_message())
+            refused = culprits if culprits is not None else {batch[0].seq: reply.error_message()}
+            moved = await self._spool.reject(list(refused), status, reply.error_message(), errors=refused)
             self._metrics.rejected.inc(moved)
+            first = next(iter(refused.values()))
             log.error(
-                "collector REFUSED %d results with %d: %s -- they will not be retried; kept in the "
-                "rejected table of %s (ids %s..%s)",
-                moved, status, reply.error_message(), self._spool.path,
-                batch[0].result.get("id"), batch[-1].result.get("id"),
+                "collector REFUSED %d of %d results with %d (first: %s) -- they will not be retried; kept "
+                "in the rejected table of %s; the others are shipped again",
+                moved, len(batch), status, first, self._spool.path,
             )
             self._recovered()
             return Outcome.REJECTED
@@ -258,8 +281,8 @@ class Heartbeat:
         body = {
             "agent": self._client.agent_id,
             "sent": rfc3339(sent),
-            # Before the first estimate there is nothing better to report than "no known offset".
-            "clock_offset_seconds": round(self.offset, 6) if self.offset is not None else 0.0,
+            # Before the first estimate: null, "not measured", which is not the same as "in sync".
+            "clock_offset_seconds": round(self.offset, 6) if self.offset is not None else None,
             "spool_results": self._spool.count,
         }
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import re
 import secrets
 import json
@@ -22,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from collector import store
 from collector.checks import CheckError, check_policies_allow, entry_json, parse_check, parse_policy, row_of
 from collector.db import Check, ContractPolicy
-from collector.config import AGENT_ID_PATTERN, hash_token
+from collector.config import AGENT_ID_PATTERN, admin_token_matches, hash_token
 from collector.ingest import Heartbeat, RequestError, check_batch, describe, parse_batch
 from collector.migrate import upgrade_async
 from collector.ratelimit import RateLimiter
@@ -48,11 +47,20 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# Agents' endpoints: their refusals are counted by reason (uptime_collector_ingest_rejections_total).
+AGENT_PATHS = frozenset({"/api/v1/results", "/api/v1/heartbeat", "/api/v1/assignments"})
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     try:
         return await handler(request)
     except RequestError as err:
+        metrics = request.app[STATE].metrics
+        if err.reason is not None and request.path in AGENT_PATHS:
+            metrics.rejections.labels(err.reason).inc()
+        for refused in err.extra.get("rejected", ()):
+            metrics.refused.labels(refused["reason"]).inc()
         headers = {"Retry-After": str(max(1, round(err.extra["retry_after_seconds"])))} if err.status == 429 else None
         return _json({"error": err.message, **err.extra}, status=err.status, headers=headers)
     except (PolicyError, InputError, ValueError) as err:
@@ -94,17 +102,15 @@ async def _agent_from_token(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise RequestError("missing bearer token", 401)
+        raise RequestError("missing bearer token", 401, reason="token")
     state = request.app[STATE]
     async with state.sessionmaker() as session:
         agent = await store.agent_by_token_hash(session, hash_token(token.strip()))
     if agent is None:
-        state.metrics.rejections.labels("token").inc()
-        raise RequestError("unknown or revoked token", 401)
+        raise RequestError("unknown or revoked token", 401, reason="token")
     allowed, wait = request.app[LIMITER].allow(agent.id)
     if not allowed:
-        state.metrics.rejections.labels("rate_limit").inc()
-        raise RequestError(f"rate limit of agent {agent.id!r} exceeded; retry later", 429,
+        raise RequestError(f"rate limit of agent {agent.id!r} exceeded; retry later", 429, reason="rate_limit",
                            retry_after_seconds=round(wait, 3))
     return agent.id
 
@@ -114,8 +120,9 @@ def _require_admin(request: web.Request) -> None:
     expected = state.config.admin_token
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+    if not admin_token_matches(token.strip() if scheme.lower() == "bearer" else "", expected):
         raise RequestError("admin token required", 401)
+
 
 
 def _require_read(request: web.Request) -> None:
@@ -127,45 +134,70 @@ async def _read_json(request: web.Request) -> Any:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise RequestError(f"request body larger than {request.app[STATE].config.max_body_bytes} bytes", 413) from None
+        raise RequestError(f"request body larger than {request.app[STATE].config.max_body_bytes} bytes", 413,
+                           reason="too_large") from None
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RequestError(f"request body is not JSON: {err}") from None
+        raise RequestError(f"request body is not JSON: {err}", reason="not_json") from None
+    except RecursionError:
+        raise RequestError("request body is nested too deeply", reason="not_json") from None
+    where = _nul_in(data)
+    if where is not None:
+        # PostgreSQL cannot store U+0000 in text: refused here, by field, rather than a 503 that an
+        # agent would retry for ever
+        raise RequestError(f"{where or 'body'}: contains a NUL character (\\u0000)", 422, reason="schema")
+    return data
+
+
+def _nul_in(data: Any) -> str | None:
+    """The location of the first string (value or key) holding U+0000, else None."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                if "\x00" in key:
+                    return path
+                stack.append((path, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+@web.middleware
+async def ingest_count_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """Ingest requests by the status code they were answered with (a 503 of a database outage
+    included); outside the error middleware, so it sees the final answer."""
+    response = await handler(request)
+    if request.path == "/api/v1/results":
+        request.app[STATE].metrics.requests.labels(str(response.status)).inc()
+    return response
 
 
 async def post_results(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    status = 500
-    try:
-        agent_id = await _agent_from_token(request)
-        batch = parse_batch(await _read_json(request))
-        if batch.agent != agent_id:
-            state.metrics.rejections.labels("identity").inc()
-            raise RequestError(f"agent: this token belongs to {agent_id!r}, not {batch.agent!r}", 403)
-        now = datetime.now(timezone.utc)
-        try:
-            rows = check_batch(batch, state.checks, now, removed=state.removed_checks,
-                               max_age=timedelta(seconds=state.config.ingest.max_result_age),
-                               max_skew=timedelta(seconds=state.config.ingest.max_future_skew))
-        except RequestError:
-            state.metrics.rejections.labels("invalid").inc()
-            raise
-        async with state.sessionmaker() as session:
-            outcome = await store.insert_results(session, agent_id, rows, replica=state.instance_id)
-            await store.touch_agent(session, agent_id, now)
-            await session.commit()
-        # Only now, after the commit, is the batch acknowledged and evaluated.
-        state.note_results(agent_id, rows)
-        state.metrics.results.labels("accepted").inc(outcome.accepted)
-        state.metrics.results.labels("duplicate").inc(outcome.duplicates)
-        status = 200
-        return _json({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
-    except RequestError as err:
-        status = err.status
-        raise
-    finally:
-        state.metrics.requests.labels(str(status)).inc()
+    agent_id = await _agent_from_token(request)
+    batch = parse_batch(await _read_json(request))
+    if batch.agent != agent_id:
+        raise RequestError(f"agent: this token belongs to {agent_id!r}, not {batch.agent!r}", 403, reason="identity")
+    now = datetime.now(timezone.utc)
+    rows = check_batch(batch, state.checks, now, removed=state.removed_checks,
+                       max_age=timedelta(seconds=state.config.ingest.max_result_age),
+                       max_skew=timedelta(seconds=state.config.ingest.max_future_skew))
+    async with state.sessionmaker() as session:
+        outcome = await store.insert_results(session, agent_id, rows, replica=state.instance_id)
+        await store.touch_agent(session, agent_id, now)
+        await session.commit()
+    # Only now, after the commit, is the batch acknowledged and evaluated.
+    state.note_results(agent_id, rows)
+    state.metrics.results.labels("accepted").inc(outcome.accepted)
+    state.metrics.results.labels("duplicate").inc(outcome.duplicates)
+    return _json({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
 
 
 async def post_heartbeat(request: web.Request) -> web.Response:
@@ -174,9 +206,9 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     try:
         beat = Heartbeat.model_validate(await _read_json(request))
     except ValidationError as err:
-        raise RequestError(describe(err), 422) from None
+        raise RequestError(describe(err), 422, reason="schema") from None
     if beat.agent != agent_id:
-        raise RequestError(f"agent: this token belongs to {agent_id!r}, not {beat.agent!r}", 403)
+        raise RequestError(f"agent: this token belongs to {agent_id!r}, not {beat.agent!r}", 403, reason="identity")
     now = datetime.now(timezone.utc)
     async with state.sessionmaker() as session:
         await store.touch_agent(session, agent_id, now, beat.clock_offset_seconds)
@@ -283,6 +315,7 @@ async def get_policies(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
+    _require_read(request)  # with public_reads off, Prometheus scrapes with the admin token
     state = request.app[STATE]
     body = generate_latest(state.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -573,6 +606,7 @@ async def _lifecycle(app: web.Application):
             await state.evaluator.refresh_open_windows()
 
     async def refresh_status() -> None:
+        await state.refresh_contacts()
         await state.refresh_status()
 
     async def deliver() -> None:
@@ -603,7 +637,7 @@ async def _lifecycle(app: web.Application):
 
 
 def create_app(state: CollectorState) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=state.config.max_body_bytes)
+    app = web.Application(middlewares=[ingest_count_middleware, error_middleware], client_max_size=state.config.max_body_bytes)
     app[STATE] = state
     app[LIMITER] = RateLimiter(state.config.rate_limit.requests_per_second, state.config.rate_limit.burst)
     setup_routes(app)

@@ -7,6 +7,7 @@ errors, and every error names the key path, so a typo never silently becomes a d
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -221,6 +222,12 @@ def _unique(names: list[str], section: str, key: str) -> None:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def admin_token_matches(given: str, expected: str | None) -> bool:
+    """Constant-time comparison; bytes, because compare_digest refuses a str with characters
+    outside ASCII (a stray "é" in a header must be a 401, not a 500)."""
+    return bool(expected and given) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def format_validation_error(source: str, err: ValidationError) -> str:

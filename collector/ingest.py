@@ -1,5 +1,7 @@
 """Validation of what agents send. A batch is accepted whole or refused whole with a message that
-names the field (`results[3].slot: ...`); nothing a client sends produces a 500."""
+names the field (`results[3].slot: ...`) and a list of every result at fault with its own reason,
+so that one bad result never holds up the good ones of its batch; nothing a client sends produces
+a 500."""
 
 from __future__ import annotations
 
@@ -50,65 +52,82 @@ class ResultBatch(_Strict):
 
 
 class Heartbeat(_Strict):
-    agent: str = Field(min_length=1, max_length=64)
+    agent: StrictStr = Field(min_length=1, max_length=64)
     sent: AwareDatetime | None = None
-    clock_offset_seconds: float | None = Field(default=None, ge=-86400, le=86400)
-    spool_results: int | None = Field(default=None, ge=0)
+    clock_offset_seconds: StrictFloat | StrictInt | None = Field(default=None, ge=-86400, le=86400)
+    spool_results: StrictInt | None = Field(default=None, ge=0)
 
 
 class RequestError(Exception):
-    def __init__(self, message: str, status: int = 400, **extra: Any) -> None:
+    """A client's mistake: answered with `status` and {"error": message, **extra}. `reason`, when
+    given, is what the ingest-rejection metric counts it under."""
+
+    def __init__(self, message: str, status: int = 400, *, reason: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.reason = reason
         self.extra = extra
 
 
 def describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors()[:5]:
-        loc = ""
-        for p in e["loc"]:
-            loc += f"[{p}]" if isinstance(p, int) else (f".{p}" if loc else str(p))
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc or 'body'}: {msg}")
+        parts.append(f"{_location(e['loc']) or 'body'}: {_message(e)}")
     more = len(err.errors()) - 5
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def _location(loc: tuple) -> str:
+    text = ""
+    for p in loc:
+        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
+    return text
+
+
+def _message(e: dict) -> str:
+    return "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+
+
 def parse_batch(payload: Any) -> ResultBatch:
+    """The batch's shape and types. A refusal lists every result at fault (`rejected`, by index),
+    so that the agent sets aside exactly those and ships the rest again."""
     try:
         return ResultBatch.model_validate(payload)
     except ValidationError as err:
-        raise RequestError(describe(err), 422) from None
+        rejected: dict[int, dict[str, Any]] = {}
+        for e in err.errors():
+            loc = e["loc"]
+            if len(loc) >= 2 and loc[0] == "results" and isinstance(loc[1], int) and loc[1] not in rejected:
+                rejected[loc[1]] = {"index": loc[1], "reason": "schema", "error": f"{_location(loc)}: {_message(e)}"}
+        # a fault outside the results (the agent field, the list itself) concerns the whole batch
+        whole = any(not (len(e["loc"]) >= 2 and e["loc"][0] == "results" and isinstance(e["loc"][1], int))
+                    for e in err.errors())
+        extra = {} if whole or not rejected else {"rejected": [rejected[i] for i in sorted(rejected)]}
+        raise RequestError(describe(err), 422, reason="schema", **extra) from None
+
+
+# Why one result of a batch is refused (counted per reason in uptime_collector_results_refused_total).
+REFUSAL_REASONS = ("schema", "unknown_check", "check_removed", "future", "too_old", "inconsistent")
 
 
 def check_batch(batch: ResultBatch, known_checks: Collection[str], now: datetime, *,
                 max_age: timedelta = MAX_RESULT_AGE, max_skew: timedelta = MAX_FUTURE_SKEW,
                 removed: dict[str, datetime] | None = None) -> list[dict[str, Any]]:
-    """Refuse the whole batch when any result is unusable; return rows ready for the store.
+    """Rows ready for the store, or a refusal of the whole batch (nothing is stored) that names
+    every result at fault with its own reason (`rejected`: index, id, reason, error).
 
     A removed check's results of slots before its removal are still evidence (an agent's spool
     may hold them for a while); later ones are refused."""
     removed = removed or {}
     rows = []
+    refused: list[dict[str, Any]] = []
     for i, r in enumerate(batch.results):
-        where = f"results[{i}]"
-        if r.check not in known_checks:
-            gone = removed.get(r.check)
-            if gone is None:
-                raise RequestError(f"{where}.check: unknown check {r.check!r}", 422)
-            if r.slot >= gone:
-                raise RequestError(f"{where}.check: check {r.check!r} was removed at {gone.isoformat()}", 422)
-        if r.slot > now + max_skew:
-            raise RequestError(f"{where}.slot: {r.slot.isoformat()} lies in the future (collector time {now.isoformat()}); check the agent's clock", 422)
-        if r.slot < now - max_age:
-            raise RequestError(f"{where}.slot: {r.slot.isoformat()} is older than the collector accepts "
-                               f"({max_age.total_seconds() / 86400:g} days)", 422)
-        if r.ok and r.error is not None:
-            raise RequestError(f"{where}.error: a successful result has no error reason", 422)
-        if not r.ok and r.error is None:
-            raise RequestError(f"{where}.error: a failed result needs an error reason", 422)
+        problem = _problem(r, f"results[{i}]", known_checks, removed, now, max_age, max_skew)
+        if problem is not None:
+            reason, message = problem
+            refused.append({"index": i, "id": r.id, "reason": reason, "error": message})
+            continue
         rows.append(
             {
                 "result_id": r.id,
@@ -123,4 +142,33 @@ def check_batch(batch: ResultBatch, known_checks: Collection[str], now: datetime
                 "received_at": now,
             }
         )
+    if refused:
+        more = f" (and {len(refused) - 1} more results refused; see 'rejected')" if len(refused) > 1 else ""
+        raise RequestError(refused[0]["error"] + more, 422, reason="invalid", rejected=refused)
     return rows
+
+
+def _problem(r: ResultIn, where: str, known_checks: Collection[str], removed: dict[str, datetime], now: datetime,
+             max_age: timedelta, max_skew: timedelta) -> tuple[str, str] | None:
+    if r.check not in known_checks:
+        gone = removed.get(r.check)
+        if gone is None:
+            return "unknown_check", f"{where}.check: unknown check {r.check!r}"
+        if r.slot >= gone:
+            return "check_removed", f"{where}.check: check {r.check!r} was removed at {gone.isoformat()}"
+    for name in ("slot", "started"):
+        value: datetime = getattr(r, name)
+        if value > now + max_skew:
+            return "future", (f"{where}.{name}: {value.isoformat()} lies in the future (collector time "
+                              f"{now.isoformat()}); check the agent's clock")
+    if r.slot < now - max_age:
+        return "too_old", (f"{where}.slot: {r.slot.isoformat()} is older than the collector accepts "
+                           f"({max_age.total_seconds() / 86400:g} days)")
+    # A probe starts at its slot or after it (jitter, lateness), never long before it.
+    if r.started < r.slot - max_skew:
+        return "inconsistent", f"{where}.started: {r.started.isoformat()} lies before its slot {r.slot.isoformat()}"
+    if r.ok and r.error is not None:
+        return "inconsistent", f"{where}.error: a successful result has no error reason"
+    if not r.ok and r.error is None:
+        return "inconsistent", f"{where}.error: a failed result needs an error reason"
+    return None

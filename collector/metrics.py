@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from collector.ingest import REFUSAL_REASONS
+
 if TYPE_CHECKING:
     from collector.service import CollectorState
 
@@ -22,7 +24,10 @@ NAMESPACE = "uptime_collector"
 # Label values known in advance get their series at start (at 0), so that rate() and increase()
 # see the first event and dashboards show 0 rather than no data.
 RESULT_OUTCOMES = ("accepted", "duplicate")
-REJECTION_REASONS = ("token", "rate_limit", "identity", "invalid")
+# Why an agent's request was refused: its token, its rate, another agent's id, a body too large,
+# not JSON or of the wrong shape, results the rules refuse (each of those counted by its own
+# reason in results_refused: REFUSAL_REASONS).
+REJECTION_REASONS = ("token", "rate_limit", "identity", "too_large", "not_json", "schema", "invalid")
 WINDOW_EVENT_KINDS = ("verified", "resolved", "withdrawn")
 
 
@@ -48,6 +53,10 @@ class CollectorMetrics:
             "ingest_rejections", "Refused ingest requests, by reason.", ["reason"],
             namespace=NAMESPACE, registry=self.registry,
         )
+        self.refused = Counter(
+            "results_refused", "Results refused in a refused batch, by the reason of each.", ["reason"],
+            namespace=NAMESPACE, registry=self.registry,
+        )
         self.evaluation_seconds = Histogram(
             "evaluation_duration_seconds", "Time one evaluation tick took.",
             namespace=NAMESPACE, registry=self.registry,
@@ -61,6 +70,8 @@ class CollectorMetrics:
             self.results.labels(outcome)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason)
 
     def attach(self, state: "CollectorState") -> None:
         for policy in state.policies:

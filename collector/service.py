@@ -288,6 +288,7 @@ class CollectorState:
             await store.sync_provisioned(session, ContractPolicy, provisioned_policy_rows(self.config))
             await session.commit()
         await self.reload_checks()
+        await self.refresh_contacts()
 
     async def reload_checks(self, force: bool = False) -> bool:
         """Take up the checks and contract policies in the database when they changed (through
@@ -309,6 +310,22 @@ class CollectorState:
         self.contract_entries, self.policy_sources = contracts.active, contracts.source
         self.checks_version = version
         return True
+
+    async def refresh_contacts(self) -> None:
+        """Agents' last contact and clock offset as the database has them: after a restart, and
+        from what other replicas saw, so that a silent agent's series never vanishes."""
+        async with self.sessionmaker() as session:
+            agents = await store.list_agents(session)
+        for a in agents:
+            if a.last_seen is None:
+                continue
+            contact = self.agent_contact.get(a.id)
+            if contact is None:
+                self.agent_contact[a.id] = AgentContact(a.last_seen, a.clock_offset_seconds)
+            elif a.last_seen > contact.last_seen:
+                contact.last_seen = a.last_seen
+                if a.clock_offset_seconds is not None:
+                    contact.clock_offset = a.clock_offset_seconds
 
     def note_results(self, agent: str, rows: list[dict[str, Any]]) -> None:
         now = datetime.now(timezone.utc)

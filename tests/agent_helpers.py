@@ -154,7 +154,8 @@ class FakeCollector:
 
     - POST /api/v1/results: checks the token and every result's shape (422 if wrong), answers
       `fail_status` while an outage lasts (`fail_until`), then the next status from
-      `result_statuses` if any (nothing stored in either case), else stores and answers 200;
+      `result_statuses` if any (nothing stored in either case), 422 naming the results of
+      `refuse_ids` if the batch holds any, else stores and answers 200;
     - POST /api/v1/heartbeat: records it, answers `server_time` shifted by `clock_skew` seconds;
     - GET /api/v1/assignments: `assignments` with an ETag; If-None-Match gives 304.
     """
@@ -163,6 +164,10 @@ class FakeCollector:
         self.tokens = tokens if tokens is not None else {"tok-a1": "a1", "tok-a2": "a2"}
         self.clock_skew = clock_skew
         self.result_statuses: list[int] = []  # answered in order before going back to 200
+        # results refused for good, as the collector refuses them: the whole batch with 422, naming
+        # each culprit in `rejected` (or, with name_culprits False, naming none)
+        self.refuse_ids: set[str] = set()
+        self.name_culprits = True
         self.fail_until = 0.0  # time.monotonic() until which every POST /results gets fail_status
         self.fail_status = 503
         self.posts: list[dict[str, Any]] = []  # every POST /results: status, agent, ids, time
@@ -216,6 +221,10 @@ class FakeCollector:
         if self.result_statuses:
             status = self.result_statuses.pop(0)
             return answer(status, {"error": f"test says {status}"})
+        culprits = [{"index": i, "id": r["id"], "reason": "future", "error": f"results[{i}].slot: refused by the test"}
+                    for i, r in enumerate(body["results"]) if r["id"] in self.refuse_ids]
+        if culprits:
+            return answer(422, {"error": culprits[0]["error"], **({"rejected": culprits} if self.name_culprits else {})})
         accepted = 0
         for result in body["results"]:
             if result["id"] in self.stored:

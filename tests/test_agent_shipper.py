@@ -100,20 +100,38 @@ async def test_results_stay_in_the_spool_until_acknowledged(tmp_path, collector)
     assert [len(post["ids"]) for post in collector.posts if post["status"] == 200] == [10, 10, 5]
 
 
-async def test_a_refused_batch_is_kept_aside_counted_and_logged_and_shipping_goes_on(tmp_path, collector, caplog):
-    collector.result_statuses = [422]
+async def test_only_the_results_a_refusal_names_are_set_aside_and_the_rest_is_shipped(tmp_path, collector, caplog):
     async with Pipeline(tmp_path, collector.url, batch_size=50) as p:
         await p.put(120)
+        bad = [p.ids[3], p.ids[70]]
+        collector.refuse_ids = set(bad)
         with caplog.at_level(logging.ERROR, logger="agent.shipper"):
             p.shipper.start()
             await wait_until(lambda: p.spool.count == 0, timeout=10)
         rejected = await p.spool.rejected()
-    assert [r["result"]["id"] for r in rejected] == p.ids[:50]
-    assert {(r["status"], r["error"]) for r in rejected} == {(422, "test says 422")}
-    assert sorted(collector.stored) == sorted(p.ids[50:])
-    assert p.sample("uptime_agent_rejected_results_total") == 50
-    assert p.sample("uptime_agent_ship_failures_total", reason="rejected") == 1
-    assert any("REFUSED 50 results with 422: test says 422" in r.getMessage() for r in caplog.records)
+    assert [r["result"]["id"] for r in rejected] == bad
+    assert [(r["status"], r["error"]) for r in rejected] == [
+        (422, "results[3].slot: refused by the test"), (422, "results[19].slot: refused by the test")]
+    assert sorted(collector.stored) == sorted(set(p.ids) - set(bad))  # no good result set aside with a bad one
+    assert collector.duplicates == 0
+    assert p.sample("uptime_agent_rejected_results_total") == 2
+    assert p.sample("uptime_agent_ship_failures_total", reason="rejected") == 2
+    assert any("REFUSED 1 of 50 results with 422" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_refusal_that_names_no_result_is_narrowed_down_in_halves(tmp_path, collector):
+    collector.name_culprits = False
+    async with Pipeline(tmp_path, collector.url, batch_size=8) as p:
+        await p.put(8)
+        collector.refuse_ids = {p.ids[5]}
+        p.shipper.start()
+        await wait_until(lambda: p.spool.count == 0, timeout=10)
+        rejected = await p.spool.rejected()
+    assert [r["result"]["id"] for r in rejected] == [p.ids[5]]
+    assert sorted(collector.stored) == sorted(set(p.ids) - {p.ids[5]})
+    # halves until the culprit is alone: 8 refused, 4 stored, 4 refused, 2 refused, then one by one
+    assert [(post["status"], len(post["ids"])) for post in collector.posts] == [
+        (422, 8), (200, 4), (422, 4), (422, 2), (200, 1), (422, 1), (200, 1), (200, 1)]
 
 
 async def test_a_batch_too_large_is_retried_in_halves(tmp_path, collector):
@@ -167,7 +185,7 @@ async def test_heartbeat_measures_the_clock_offset(tmp_path):
     assert offset == pytest.approx(2.5, abs=0.2)
     assert p.sample("uptime_agent_clock_offset_seconds") == again
     first, second = collector.heartbeats
-    assert (first["agent"], first["spool_results"], first["clock_offset_seconds"]) == ("a1", 3, 0.0)
+    assert (first["agent"], first["spool_results"], first["clock_offset_seconds"]) == ("a1", 3, None)  # not measured yet
     assert second["clock_offset_seconds"] == pytest.approx(offset, abs=1e-5)
     assert first["sent"].endswith("Z")
 

@@ -155,6 +155,9 @@ async def test_metrics_show_last_probe_per_check_and_agent(api) -> None:
         (lambda b: b["results"][0].update(slot="2999-01-01T00:00:00Z"), 422, "lies in the future"),
         (lambda b: b.update(agent="a2"), 403, "this token belongs to 'a1', not 'a2'"),
         (lambda b: b.pop("results"), 422, "results: Field required"),
+        (lambda b: b["results"][1].update(detail="a\x00b"), 422, "results[1].detail: contains a NUL character"),
+        (lambda b: b["results"][0].update(started="2999-01-01T00:00:00Z"), 422, "results[0].started: 2999-01-01T00:00:00+00:00 lies in the future"),
+        (lambda b: b["results"][0].update(started="2026-01-01T00:00:00Z"), 422, "results[0].started: 2026-01-01T00:00:00+00:00 lies before its slot"),
     ],
 )
 async def test_bad_batches_are_refused_whole_with_the_field_named(api, mutate, status, message) -> None:
@@ -288,3 +291,108 @@ async def test_gzip_bomb_is_refused_without_inflating_it(tmp_path, aiohttp_clien
                              headers={**auth("a1"), "Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert resp.status == 413
     assert "larger than 65536 bytes" in (await resp.json())["error"]
+
+
+async def test_a_rotated_or_revoked_token_stays_so_across_a_restart(tmp_path, aiohttp_client) -> None:
+    """Replacing a stolen token must survive a restart of any replica while the config is unchanged."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}"
+    first = await aiohttp_client(create_app(make_state(url, admin_token="admin-token-0123456789")))
+    resp = await first.post("/api/v1/agents", json={"id": "a1"}, headers=ADMIN)  # a new token for a1
+    assert resp.status in (200, 201), await resp.text()
+    new_token = (await resp.json())["token"]
+    assert (await first.delete("/api/v1/agents/a2", headers=ADMIN)).status == 200
+    await first.close()
+
+    again = await aiohttp_client(create_app(make_state(url, admin_token="admin-token-0123456789")))
+    slot = base_slot()
+    stolen = await post(again, "a1", [result(slot, True)])
+    assert stolen.status == 401  # the config's old token stays replaced
+    fresh = await again.post("/api/v1/results", json={"agent": "a1", "results": [result(slot, True)]},
+                             headers={"Authorization": f"Bearer {new_token}"})
+    assert fresh.status == 200, await fresh.text()
+    assert (await post(again, "a2", [result(slot, True)])).status == 401  # still revoked
+    await again.close()
+
+    # a new token written into the config is a rotation there: it wins
+    rotated = {**TOKENS, "a2": "token-a2-rotated-0123"}
+    state = CollectorState.create(parse_config({
+        "database_url": url, "evaluation": {"interval": "1h", "grace": "5s"},
+        "agents": [{"id": a, "token": t} for a, t in rotated.items()],
+        "checks": [{"name": "web", "type": "http", "interval": INTERVAL, "url": "http://127.0.0.1:1/", "timeout": "5s"}],
+    }, "test"))
+    third = await aiohttp_client(create_app(state))
+    resp = await third.post("/api/v1/results", json={"agent": "a2", "results": [result(slot, True)]},
+                            headers={"Authorization": "Bearer token-a2-rotated-0123"})
+    assert resp.status == 200, await resp.text()
+
+
+async def test_a_refusal_names_every_result_at_fault_with_its_reason(api) -> None:
+    s0 = base_slot()
+    good = [result(s0 + timedelta(minutes=i), True) for i in range(4)]
+    future = {**result(s0, True), "slot": "2999-01-01T00:00:00Z"}
+    unknown = result(s0, True, check="nope")
+    resp = await post(api, "a1", [good[0], future, good[1], unknown, good[2]])
+    assert resp.status == 422
+    body = await resp.json()
+    assert [(r["index"], r["id"], r["reason"]) for r in body["rejected"]] == [
+        (1, future["id"], "future"), (3, unknown["id"], "unknown_check")]
+    assert body["rejected"][1]["error"] == "results[3].check: unknown check 'nope'"
+    assert body["error"].startswith("results[1].slot: 2999-01-01T00:00:00+00:00 lies in the future")
+    assert "and 1 more results refused" in body["error"]
+    # nothing of it is stored: the good ones come again, without the culprits, and are stored once
+    again = await post(api, "a1", good)
+    assert await again.json() == {"accepted": 4, "duplicates": 0}
+    text = await (await api.get("/metrics")).text()
+    assert 'uptime_collector_results_refused_total{reason="future"} 1.0' in text
+    assert 'uptime_collector_results_refused_total{reason="unknown_check"} 1.0' in text
+    assert 'uptime_collector_ingest_rejections_total{reason="invalid"} 1.0' in text
+    assert 'uptime_collector_ingest_requests_total{code="422"} 1.0' in text
+    assert 'uptime_collector_ingest_requests_total{code="200"} 1.0' in text
+
+
+async def test_schema_faults_name_the_results_at_fault(api) -> None:
+    s0 = base_slot()
+    batch = [result(s0, True), {**result(s0, True), "ok": "yes"}, result(s0, True)]
+    resp = await post(api, "a1", batch)
+    assert resp.status == 422
+    body = await resp.json()
+    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [(1, "schema")]
+    text = await (await api.get("/metrics")).text()
+    assert 'uptime_collector_ingest_rejections_total{reason="schema"} 1.0' in text
+
+
+@pytest.mark.parametrize(("data", "headers", "status", "message"), [
+    (b"[" * 100_000 + b"]" * 100_000, {}, 400, "nested too deeply"),
+    (b'{"agent": "a1", "results": []}', {"Authorization": "Bearer t\xc3\xa9st"}, 401, "unknown or revoked token"),
+])
+async def test_hostile_bodies_and_headers_get_a_4xx(api, data, headers, status, message) -> None:
+    resp = await api.post("/api/v1/results", data=data, headers={**auth("a1"), **headers})
+    assert resp.status == status, await resp.text()
+    assert message in (await resp.json())["error"]
+
+
+async def test_a_non_ascii_admin_token_is_refused_not_a_server_error(admin_api) -> None:
+    for path in ("/api/v1/agents",):
+        resp = await admin_api.post(path, json={"id": "zz"}, headers={"Authorization": "Bearer adm\xc3\xafn".encode("latin-1").decode("latin-1")})
+        assert resp.status == 401
+
+
+async def test_private_reads_cover_metrics_too(tmp_path, aiohttp_client) -> None:
+    state = make_state(f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}", admin_token="admin-token-0123456789",
+                       public_reads=False)
+    client = await aiohttp_client(create_app(state))
+    assert (await client.get("/metrics")).status == 401
+    assert (await client.get("/metrics", headers=ADMIN)).status == 200
+
+
+async def test_last_contact_survives_a_restart(tmp_path, aiohttp_client) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}"
+    first = await aiohttp_client(create_app(make_state(url)))
+    beat = await first.post("/api/v1/heartbeat", json={"agent": "a3", "clock_offset_seconds": 0.25}, headers=auth("a3"))
+    assert beat.status == 200
+    await first.close()
+    again = await aiohttp_client(create_app(make_state(url)))
+    text = await (await again.get("/metrics")).text()
+    assert 'uptime_collector_agent_last_seen_timestamp_seconds{agent="a3"}' in text
+    assert 'uptime_collector_agent_clock_offset_seconds{agent="a3"} 0.25' in text
+    assert 'agent="a1"' not in text.split("uptime_collector_agent_last_seen_timestamp_seconds")[-1].split("# HELP")[0]

@@ -8,7 +8,6 @@ status; a database that does not answer gets a 503 page; neither is ever a 500.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 from datetime import datetime, timedelta, timezone
@@ -18,6 +17,7 @@ import jinja2
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from collector.config import admin_token_matches
 from collector.rules.offline import InputError
 from collector.rules.periods import next_period, parse_period, period_of, previous_period
 from collector.rules.policy import Policy, PolicyError
@@ -95,7 +95,7 @@ def _private(request: web.Request) -> bool:
         return False
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     expected = config.admin_token
-    return not (expected and scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected))
+    return not admin_token_matches(token.strip() if scheme.lower() == "bearer" else "", expected)
 
 
 async def status_page(request: web.Request) -> web.Response:
