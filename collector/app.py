@@ -423,9 +423,13 @@ async def get_agents(request: web.Request) -> web.Response:
     state = request.app[STATE]
     async with state.sessionmaker() as session:
         rows = await store.list_agents(session)
+    limit = state.config.max_clock_offset
     return _json({"agents": [
         {"id": a.id, "active": a.revoked_at is None and a.token_sha256 is not None, "last_seen": a.last_seen,
-         "clock_offset_seconds": a.clock_offset_seconds} for a in rows]})
+         "clock_offset_seconds": a.clock_offset_seconds,
+         # flagged: its rounds may not line up with the others' (max_clock_offset)
+         "clock_skewed": a.clock_offset_seconds is not None and abs(a.clock_offset_seconds) > limit}
+        for a in rows]})
 
 
 def check_json(state: CollectorState, name: str) -> dict[str, Any]:

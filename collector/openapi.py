@@ -150,5 +150,10 @@ def build_spec() -> dict[str, Any]:
                            "responses": {"200": _json("Removed"), **_errors(401, 404, 409, 503)}},
             },
             "/healthz": {"get": {"summary": "Health", "responses": {"200": _json("ok"), "503": _json("database unavailable")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (public unless public_reads is off)",
+                                 "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                               **_errors(401)}}},
+            "/api/v1/openapi.json": {"get": {"summary": "This description", "responses": {"200": _json("OpenAPI 3 document")}}},
         },
     }

@@ -280,6 +280,9 @@ async def test_heartbeat_records_clock_offset_and_flags_skew(admin_api) -> None:
     text = await (await admin_api.get("/metrics")).text()
     assert 'uptime_collector_agent_clock_offset_seconds{agent="a2"} 7.5' in text
     assert 'uptime_collector_agent_clock_skewed{agent="a2"} 1.0' in text
+    agents = {a["id"]: a for a in (await (await admin_api.get("/api/v1/agents")).json())["agents"]}
+    assert (agents["a2"]["clock_offset_seconds"], agents["a2"]["clock_skewed"]) == (7.5, True)
+    assert agents["a1"]["clock_skewed"] is False
 
 
 async def test_gzip_bomb_is_refused_without_inflating_it(tmp_path, aiohttp_client) -> None:
