@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import click

@@ -253,7 +253,7 @@ class LiveEvaluator:
         The range grows until no run can cross its edges: it takes in every stored window it
         touches, and extends while its first (or last) round is FAILED. A range that reaches
         `settled` is the tail: a run there may still be going on (an open window)."""
-        interval, step = lp.interval, 4 * lp.lookback
+        step = 4 * lp.lookback
         is_tail = end >= settled
         async with self.sessionmaker() as session:
             while True:

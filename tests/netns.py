@@ -17,10 +17,17 @@ Faults, each applied inside one host's namespace:
   * `blackhole(host, ip)` / `unblackhole`: a blackhole route, so connects fail at once;
   * `partition(host, ip)` / `heal`: iptables DROP both ways, so packets vanish (timeouts);
   * `impair(host, loss=..., delay_ms=...)` / `clear_impairments`: random loss on the host's link
-    (iptables `statistic` match, both directions) and added latency on its egress (an NFQUEUE
-    daemon of this module that releases each packet `delay_ms` later, in order). The kernel
-    here has no `sch_netem` (`tc qdisc add ... netem` answers "Specified qdisc kind is unknown",
-    and there is no module to load), so this is what stands in for tc netem.
+    (both directions) and added latency on its egress. With tc netem where the kernel has it
+    (netem on the host's eth0 for its egress, and on its bridge port for the packets towards
+    it); where it has not (`tc qdisc add ... netem` answers "Specified qdisc kind is unknown"
+    when there is no `sch_netem`), with a stand-in: iptables' `statistic` match drops packets
+    at random both ways, and an NFQUEUE daemon of this module releases each packet the host
+    sends `delay_ms` later, in order. `netem_support()` tries netem once per run (in a
+    namespace of its own); `Lab.impairment` names what is used, for the scenarios' figures.
+    UPTIME_FAULTS_NETEM=0 forces the stand-in.
+
+Missing prerequisites (not root, no ip or iptables, no PostgreSQL server binaries) skip a
+scenario, except under CI (CI set to anything non-empty), where they fail it: see `require`.
 
 Programs of this module, run inside namespaces (`python tests/netns.py COMMAND ...`):
   * `target`: the HTTP target (GET / -> 200 "ok");
@@ -48,6 +55,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -77,9 +85,40 @@ def unavailable() -> str | None:
         return "network namespaces need root"
     if shutil.which("ip") is None:
         return "iproute2 (ip) is not installed"
-    if shutil.which("iptables") is None:
-        return "iptables is not installed"
+    for tool in ("iptables", "iptables-restore"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
     return None
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def require(condition: object, why: str | None) -> None:
+    """A prerequisite of a scenario: without it the test is skipped, or, under CI (the
+    environment variable CI set to anything non-empty), failed, so that a CI run cannot pass
+    with the fault scenarios silently skipped."""
+    if condition:
+        return
+    import pytest
+
+    why = why or "a prerequisite is missing"
+    if in_ci():
+        pytest.fail(f"{why}; CI is set, so this fault scenario fails instead of being skipped", pytrace=False)
+    pytest.skip(why)
+
+
+def require_lab() -> None:
+    """Root, ip and iptables: what every `Lab` needs."""
+    reason = unavailable()
+    require(reason is None, reason)
+
+
+def require_postgres_server() -> None:
+    """The PostgreSQL server binaries `Postgres` runs (initdb, pg_ctl, postgres, ...)."""
+    reason = postgres_unavailable()
+    require(reason is None, reason)
 
 
 def console_script(name: str) -> str:
@@ -138,8 +177,10 @@ class Host:
     netns: str
     ip: str
     _executor: concurrent.futures.ThreadPoolExecutor | None = None
+    port: str = ""  # its veth's peer on the switch's bridge
     _delay: subprocess.Popen | None = None
     _impaired: bool = False
+    _netem: bool = False
 
     def cmd(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *args]
@@ -191,6 +232,47 @@ class Host:
             self._executor = None
 
 
+# --- tc netem, or the stand-in ---------------------------------------------------------------
+
+_NETEM: tuple[bool, str] | None = None
+_NETEM_LOCK = threading.Lock()
+
+
+def netem_support() -> tuple[bool, str]:
+    """Whether `tc qdisc add dev X root netem loss 1%` works in a network namespace, and why
+    not; tried once per run (at the first `Lab.create`), on a veth in a namespace of its own."""
+    global _NETEM
+    with _NETEM_LOCK:
+        if _NETEM is None:
+            _NETEM = _probe_netem()
+        return _NETEM
+
+
+def _probe_netem() -> tuple[bool, str]:
+    if os.environ.get("UPTIME_FAULTS_NETEM", "").strip().lower() in ("0", "no", "false", "off"):
+        return False, "UPTIME_FAULTS_NETEM=0"
+    if shutil.which("tc") is None:
+        return False, "tc (iproute2) is not installed"
+    sweep_stale_labs()
+    name = f"{PREFIX}-{os.getpid()}-{random.randrange(16**4):04x}-netemprobe"
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "-n", name, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1")
+        sh("ip", "-n", name, "link", "set", "probe0", "up")
+        proc = sh("ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", "probe0", "root", "netem", "loss", "1%",
+                  check=False)
+        if proc.returncode == 0:
+            return True, "tc netem works"
+        why = proc.stderr.strip() or proc.stdout.strip() or f"tc exited with {proc.returncode}"
+        return False, why.removeprefix("Error: ").rstrip(".")
+    finally:
+        _kill_namespace(name)
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.4f}".rstrip("0").rstrip(".") + "%"
+
+
 _OPEN_LABS: list["Lab"] = []
 
 
@@ -224,6 +306,7 @@ class Lab:
 
     def create(self) -> Lab:
         sweep_stale_labs()
+        netem_support()  # decided before any scenario's timing depends on it
         _OPEN_LABS.append(self)
         try:
             sh("ip", "netns", "add", self.switch)
@@ -236,7 +319,7 @@ class Lab:
                 sh("ip", "netns", "add", host.netns)
                 self._created.append(host.netns)
                 sh("ip", "-n", host.netns, "link", "set", "lo", "up")
-                port = f"p{index}"
+                port = host.port = f"p{index}"
                 sh(*sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
                 sh(*sw, "link", "set", port, "master", "br0")
                 sh(*sw, "link", "set", port, "up")
@@ -306,12 +389,28 @@ class Lab:
             for future in [pool.submit(self.clear_impairments, role) for role in roles]:
                 future.result()
 
+    @property
+    def netem(self) -> bool:
+        """Whether `impair` uses tc netem (else the iptables/NFQUEUE stand-in)."""
+        return netem_support()[0]
+
+    @property
+    def impairment(self) -> str:
+        """What `impair` uses, for a scenario's figures."""
+        works, why = netem_support()
+        if works:
+            return "tc-netem"
+        return f"iptables-statistic+nfqueue-delay (tc netem unavailable: {why})"
+
     def impair(self, role: str, *, loss: float = 0.0, delay_ms: float = 0.0, log_dir: Path | None = None) -> None:
         """Random loss (0..1, each direction) and added egress latency on the host's link."""
         host = self.hosts[role]
         if host._impaired:
             self.clear_impairments(role)
         host._impaired = True
+        if self.netem:
+            self._impair_netem(host, loss, delay_ms)
+            return
         if loss > 0:
             rules = "".join(
                 f"-A {chain} {flag} eth0 -m statistic --mode random --probability {loss:.4f} -j DROP\n"
@@ -333,9 +432,27 @@ class Lab:
                 time.sleep(0.02)
             host.run("iptables", "-A", "UPF_OUT", "-o", "eth0", "-j", "NFQUEUE", "--queue-num", "7", "--queue-bypass")
 
+    def _impair_netem(self, host: Host, loss: float, delay_ms: float) -> None:
+        """netem on the host's eth0 (its egress: loss and delay), and on its bridge port (the
+        packets towards it: loss), so that loss applies both ways as with the stand-in."""
+        if loss <= 0 and delay_ms <= 0:
+            return
+        host._netem = True
+        egress = ["loss", _percent(loss)] if loss > 0 else []
+        if delay_ms > 0:
+            egress += ["delay", f"{delay_ms:g}ms"]
+        host.run("tc", "qdisc", "add", "dev", "eth0", "root", "netem", "limit", "100000", *egress)
+        if loss > 0:
+            sh("ip", "netns", "exec", self.switch, "tc", "qdisc", "add", "dev", host.port, "root", "netem",
+               "limit", "100000", "loss", _percent(loss))
+
     def clear_impairments(self, role: str) -> None:
         host = self.hosts[role]
         host._impaired = False
+        if host._netem:
+            host._netem = False
+            host.run("tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+            sh("ip", "netns", "exec", self.switch, "tc", "qdisc", "del", "dev", host.port, "root", check=False)
         for chain in ("UPF_OUT", "UPF_IN"):
             listing = host.run("iptables", "-S", chain).stdout.splitlines()
             for rule in listing:
@@ -405,11 +522,34 @@ def sweep_stale_labs() -> None:
 
 # --- a PostgreSQL server of the test's own ------------------------------------------------------
 
+POSTGRES_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_isready", "psql")
+
+
 def postgres_bin() -> Path | None:
-    """The newest installed PostgreSQL server's bin directory (Debian layout), or None."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
-                   if p.parent.parent.name.isdigit() else 0)
-    return found[-1].parent if found else None
+    """The newest installed PostgreSQL server's bin directory (Debian layout) that has every
+    program `Postgres` runs (POSTGRES_TOOLS), or None."""
+    found = sorted((d for d in Path("/usr/lib/postgresql").glob("*/bin")
+                    if all(os.access(d / tool, os.X_OK) for tool in POSTGRES_TOOLS)),
+                   key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0)
+    return found[-1] if found else None
+
+
+def postgres_unavailable() -> str | None:
+    """Why no test PostgreSQL cluster can be made here, or None."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return "a test PostgreSQL cluster is run as the postgres user: that needs root"
+    if shutil.which("runuser") is None:
+        return "runuser (util-linux) is not installed"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "there is no postgres user to run a test PostgreSQL cluster as"
+    if postgres_bin() is not None:
+        return None
+    return (f"no PostgreSQL server installed: no /usr/lib/postgresql/*/bin with {', '.join(POSTGRES_TOOLS)} "
+            "(Debian/Ubuntu: apt-get install postgresql)")
 
 
 class Postgres:
@@ -467,7 +607,7 @@ class Postgres:
                 self.proc.wait(timeout=10)
 
     def psql(self, sql: str, database: str | None = None) -> list[list[str]]:
-        out = sh("psql", "-X", "-q", "-At", "-F", "\t", "-h", str(self.socket_dir), "-p", str(self.port),
+        out = sh(str(self.bin / "psql"), "-X", "-q", "-At", "-F", "\t", "-h", str(self.socket_dir), "-p", str(self.port),
                  "-U", "postgres", "-d", database or self.database, "-c", sql, timeout=60).stdout
         return [line.split("\t") for line in out.splitlines() if line]
 
@@ -531,7 +671,7 @@ def icmp_check(name: str = "ping", interval: float = 2.0, timeout: str = "500ms"
 class Figures:
     """What a scenario prints: results sent, acknowledged, stored, duplicates, lost."""
 
-    produced: int  # distinct results the agents made (sent, or still spooled at the end)
+    produced: int  # distinct results the agents made (sent, in a spool snapshot, or still spooled at the end)
     sent: int  # distinct result ids in POSTs that reached the collector's host
     posts: int  # POST /api/v1/results that reached it
     resent: int  # result ids POSTed more than once (retries after a lost or refused answer)
@@ -539,7 +679,7 @@ class Figures:
     acknowledged: int  # distinct ids in POSTs the collector answered 200
     stored: int  # result rows in the collector's database
     duplicates: int  # (agent, check, slot) stored more than once
-    lost: int  # acknowledged or sent, and not stored
+    lost: int  # acknowledged, sent or in a spool snapshot (`Fleet.record_spool`), and not stored
     spooled: int  # still in the agents' spools at the end
 
     def line(self, name: str, runtime: float, extra: str = "") -> str:
@@ -569,6 +709,8 @@ class Fleet:
         self.proxy_log = workdir / "proxy.jsonl"
         self.procs: dict[str, subprocess.Popen] = {}
         self.restarts: Counter[str] = Counter()
+        # what each agent had made durable, by snapshots of its spool (`record_spool`): id -> (check, slot)
+        self.recorded: dict[str, dict[str, tuple[str, str]]] = {a: {} for a in self.agents}
         collector_cfg = {
             "listen": {"host": "127.0.0.1", "port": COLLECTOR_PORT},
             "database_url": self.database_url,
@@ -739,6 +881,71 @@ class Fleet:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
             return {row[0] for row in db.execute("SELECT id FROM results")}
 
+    def _spool_query(self, agent: str, sql: str) -> list[tuple]:
+        """Rows of a query on the agent's spool, read-only (also right after a kill -9: SQLite
+        reads the committed WAL); none before the agent made the file or its tables."""
+        path = self.workdir / f"spool-{agent}.sqlite"
+        if not path.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+            try:
+                return db.execute(sql).fetchall()
+            except sqlite3.OperationalError as err:
+                if "no such table" in str(err):
+                    return []
+                raise
+
+    def spool_records(self, agent: str) -> dict[str, tuple[str, str]]:
+        """id -> (check, slot as RFC 3339 Z) of every result in the agent's spool now."""
+        out = {}
+        for result_id, payload in self._spool_query(agent, "SELECT id, payload FROM results"):
+            result = json.loads(payload)
+            out[result_id] = (result["check"], z(parse_ts(result["slot"])))
+        return out
+
+    def spool_rejected(self, agent: str) -> int:
+        """Results the agent set aside because the collector refused them for good."""
+        return self._spool_query(agent, "SELECT count(*) FROM rejected")[0][0] if (
+            self.workdir / f"spool-{agent}.sqlite").exists() else 0
+
+    def record_spool(self, agent: str) -> dict[str, tuple[str, str]]:
+        """Snapshot the agent's spool into `recorded` (the agent's own record of what it made
+        durable); returns the snapshot. Taken right after a kill -9, it is exactly what the
+        killed agent held; every such result must end up stored (`accounting_problems`)."""
+        snapshot = self.spool_records(agent)
+        self.recorded.setdefault(agent, {}).update(snapshot)
+        return snapshot
+
+    def acked_ids(self) -> set[str]:
+        return {i for p in self.posts() if p["status"] == 200 for i in p["ids"]}
+
+    def accounting_problems(self, rows: list, agents: Sequence[str] | None = None) -> list[str]:
+        """Every result an agent made durable, by its own record (in its spool at any
+        `record_spool`, or in a POST that reached the collector's host, or in its spool now), is
+        stored exactly once, as that agent's (check, slot); no spool set anything aside as
+        refused. A result spooled and lost, or stored twice, is named here by its id, whatever
+        downtime the agent had."""
+        agents = list(agents if agents is not None else self.agents)
+        problems = []
+        stored = Counter(r[0] for r in rows)
+        key_of = {r[0]: (r[1], r[2], r[3]) for r in rows}
+        expected: dict[str, tuple[str, str, str] | None] = {}
+        for p in self.posts():
+            if p.get("agent") in agents:
+                for i in p["ids"]:
+                    expected.setdefault(i, None)
+        for agent in agents:
+            for i, (check, slot) in {**self.recorded.get(agent, {}), **self.spool_records(agent)}.items():
+                expected[i] = (agent, check, slot)
+            if rejected := self.spool_rejected(agent):
+                problems.append(f"{agent}: {rejected} results set aside as refused in its spool")
+        for i, key in sorted(expected.items(), key=lambda kv: str(kv[1])):
+            if stored[i] != 1:
+                problems.append(f"result {i} {' '.join(key) if key else '(sent)'}: stored {stored[i]} times")
+            elif key is not None and key_of[i] != key:
+                problems.append(f"result {i}: stored as {key_of[i]}, spooled as {key}")
+        return problems
+
     # --- what the collector got ---------------------------------------------------------------
 
     def posts(self) -> list[dict[str, Any]]:
@@ -820,9 +1027,10 @@ class Fleet:
         keys = Counter((r[1], r[2], r[3]) for r in rows if r[1] in agents)
         spooled = {i for a in agents for i in self.spool_ids(a)} if all(
             (self.workdir / f"spool-{a}.sqlite").exists() for a in agents) else set()
+        recorded = {i for a in agents for i in self.recorded.get(a, {})}  # in a spool snapshot
         sent = set(sent_counter)
         return Figures(
-            produced=len(sent | spooled | stored_ids),
+            produced=len(sent | spooled | stored_ids | recorded),
             sent=len(sent),
             posts=len(posts),
             resent=sum(1 for n in sent_counter.values() if n > 1),
@@ -830,7 +1038,7 @@ class Fleet:
             acknowledged=len(acked),
             stored=sum(1 for r in rows if r[1] in agents),
             duplicates=sum(n - 1 for n in keys.values() if n > 1),
-            lost=len((acked | sent) - stored_ids),
+            lost=len((acked | sent | recorded) - stored_ids),
             spooled=len(spooled),
         )
 

@@ -1,10 +1,12 @@
 """Fault injection: packet loss and latency on the agents' links.
 
-tc netem is what one would use, but this kernel has no sch_netem (`tc qdisc add dev eth0 root
-netem delay 100ms` answers "Specified qdisc kind is unknown" and there is no module to load).
-The harness therefore drops packets at random with iptables' `statistic` match (both directions
-of the agent's link) and delays them with an NFQUEUE daemon that holds every packet the agent
-sends for a fixed time before releasing it (tests/netns.py, `Lab.impair`). The probes, the
+The harness tries tc netem once per run (`netns.netem_support`) and uses it where the kernel has
+it: netem on the agent's eth0 (loss and delay of what it sends) and on its bridge port (loss of
+what it receives). A kernel without sch_netem answers `tc qdisc add ... netem` with "Specified
+qdisc kind is unknown"; there the harness drops packets at random with iptables' `statistic`
+match (both directions of the agent's link) and delays them with an NFQUEUE daemon that holds
+every packet the agent sends for a fixed time before releasing it (tests/netns.py,
+`Lab.impair`). The figures name which of the two was used (`impairment=`). The probes, the
 shipping and the heartbeats of an impaired agent all cross the impaired link.
 """
 from __future__ import annotations
@@ -30,9 +32,7 @@ OUTAGE_SLOTS = 5
 
 @pytest.fixture
 def lab():
-    reason = netns.unavailable()
-    if reason:
-        pytest.skip(reason)
+    netns.require_lab()  # skips without root, ip or iptables; fails instead under CI
     with netns.Lab() as lab:
         yield lab
 
@@ -48,13 +48,18 @@ async def test_loss_and_latency_verdicts_follow_the_probes(lab, tmp_path: Path, 
       - us-east fails everything; us-west succeeds with the added latency measured; eu-west's
         HTTP probes time out (two delayed round trips > 1.2 s) while its pings succeed in
         >= 900 ms; eu-central's stored results are exactly what its own metrics counted;
-      - the clean agents succeed, so every round is UP: no window.
+      - the clean agents succeed, so every round is UP: no window;
+      - eu-central's 30 % loss really applies: it has failures and successes, and a check
+        probed by eu-central alone (`lossy`, any failed round an outage) has exactly the windows
+        that eu-central's stored results make: the verdicts follow its probes.
     Phase B, five rounds: every agent loses every packet: the exact window, for both checks.
     All along, impaired agents ship through the same links: nothing lost, nothing doubled."""
     started = time.monotonic()
     outage = {"quorum": "all", "min_duration": "6s"}
     checks = [http_check(interval=INTERVAL, timeout="1200ms", outage=outage),
-              icmp_check(interval=INTERVAL, timeout="1200ms", outage=outage)]
+              icmp_check(interval=INTERVAL, timeout="1200ms", outage=outage),
+              icmp_check("lossy", interval=INTERVAL, timeout="1200ms", agents=["eu-central"],
+                         outage={"quorum": "all", "min_duration": "0s"})]
     fleet = Fleet(lab, tmp_path, checks, agent_extra={"collector": {"request_timeout": "5s"}})
     logs = tmp_path / "logs"
     try:
@@ -99,7 +104,7 @@ async def test_loss_and_latency_verdicts_follow_the_probes(lab, tmp_path: Path, 
 
         for slot in a_slots:
             for agent in fleet.agents:
-                for check in ("web", "ping"):
+                for check in ("web", "ping", "lossy") if agent == "eu-central" else ("web", "ping"):
                     row = one(agent, check, slot)
                     if row is None:
                         continue
@@ -139,13 +144,36 @@ async def test_loss_and_latency_verdicts_follow_the_probes(lab, tmp_path: Path, 
                 labels = dict(part.split("=", 1) for part in key[len("uptime_agent_probes_total{"):-1].split(","))
                 observed[(labels["check"].strip('"'), labels["result"].strip('"'))] = int(value)
         assert stored == observed, f"stored {dict(stored)} != observed by the agent {dict(observed)}"
-        lossy = Counter(("ok" if r[4] else "failed") for r in rows
-                        if r[1] == "eu-central" and r[3] in set(a_slots))
+        # the 30 % loss really applied: eu-central failed some probes and passed others
+        eu_central = Counter(("ok" if r[4] else "failed") for r in rows
+                             if r[1] == "eu-central" and r[3] in set(a_slots))
+        assert eu_central["ok"] > 0 and eu_central["failed"] > 0, \
+            f"eu-central under 30% loss each way: {dict(eu_central)} in phase A"
+        # ... and the verdicts follow its probes: `lossy`, probed by eu-central alone, is an
+        # outage in exactly the runs of slots its stored results failed
+        lossy_rows = sorted((parse_ts(r[3]), r[4]) for r in rows if r[1] == "eu-central" and r[2] == "lossy")
+        lossy_windows: list[tuple[str, str | None]] = []
+        run_start = previous = None
+        for slot, ok in lossy_rows:
+            if run_start is not None and (ok or slot != previous + STEP):
+                lossy_windows.append((z(run_start), z(previous + STEP)))
+                run_start = None
+            if not ok and run_start is None:
+                run_start = slot
+            previous = slot
+        assert lossy_rows and lossy_rows[-1][1], "lossy: the last stored result (clean link) failed"
+        # phase B cut eu-central off (a run of failures at the end of phase A, which phase B
+        # follows at once, makes the same window)
+        b_end = b_start + OUTAGE_SLOTS * STEP
+        assert any(parse_ts(w[0]) <= b_start and w[1] == z(b_end) for w in lossy_windows), lossy_windows
+        await fleet.wait_for_windows("lossy", lossy_windows, timeout=30)
+        lossy_failed_in_a = sum(1 for slot, ok in lossy_rows if not ok and z(slot) in set(a_slots))
 
         figures = fleet.figures(fleet.final_rows())  # agents stopped: nothing in flight
         report(figures.line(
             "loss and latency on agent links", time.monotonic() - started,
-            f" phaseA_rounds={PHASE_A_SLOTS} (no window) eu-central_30%loss={dict(lossy)} "
+            f" impairment={lab.impairment} phaseA_rounds={PHASE_A_SLOTS} (no window) "
+            f"eu-central_30%loss={dict(eu_central)} lossy_failed_in_phaseA={lossy_failed_in_a} lossy_windows={len(lossy_windows)} "
             f"window={expected_window[0][0]}..{expected_window[0][1]}"))
         assert (figures.duplicates, figures.lost, figures.spooled) == (0, 0, 0)
         assert figures.stored == figures.produced == figures.sent
