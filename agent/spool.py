@@ -336,23 +336,8 @@ class Spool:
     def _drop_for_bytes(self) -> None:
         """Over max_bytes (both tables): delete the oldest refused results first, as they will
         never be shipped, then the oldest unshipped results; each kind counted and logged."""
-        rejected = 0
-        while self._over_bytes():
-            rows = self._db.execute(
-                f"SELECT seq, {REJECTED_SIZE} FROM rejected ORDER BY seq LIMIT ?", (DROP_SCAN_ROWS,)
-            ).fetchall()
-            if not rows:
-                break
-            excess, freed, last = self.total_bytes - self.max_bytes, 0, None
-            for seq, size in rows:
-                freed += size
-                last = seq
-                if freed >= excess:
-                    break
-            with self._transaction():
-                count = self._db.execute("DELETE FROM rejected WHERE seq <= ?", (last,)).rowcount
-            self._rejected_bytes -= freed
-            rejected += count
+        rejected, freed = self._drop_oldest("rejected", REJECTED_SIZE)
+        self._rejected_bytes -= freed
         if rejected:
             self._dropped("rejected_bytes", rejected)
             log.warning(
@@ -360,30 +345,36 @@ class Spool:
                 "collector, never to be shipped)",
                 self.path, format_size(self.max_bytes), rejected,
             )
-        dropped = 0
-        while self._over_bytes():
-            rows = self._db.execute(
-                "SELECT seq, length(payload) FROM results ORDER BY seq LIMIT ?", (DROP_SCAN_ROWS,)
-            ).fetchall()
-            if not rows:
-                break
-            excess, freed, last = self.total_bytes - self.max_bytes, 0, None
-            for seq, size in rows:
-                freed += size
-                last = seq
-                if freed >= excess:
-                    break
-            with self._transaction():
-                count = self._db.execute("DELETE FROM results WHERE seq <= ?", (last,)).rowcount
-            self._count -= count
-            self._bytes -= freed
-            dropped += count
+        dropped, freed = self._drop_oldest("results", "length(payload)")
+        self._count -= dropped
+        self._bytes -= freed
         if dropped:
             self._dropped("bytes", dropped)
             log.warning(
                 "spool %s: over max_bytes %s, dropped the %d oldest results, never shipped",
                 self.path, format_size(self.max_bytes), dropped,
             )
+
+    def _drop_oldest(self, table: str, size: str) -> tuple[int, int]:
+        """Delete the oldest rows of `table` until the spool is within max_bytes or the table is
+        empty; (rows deleted, bytes freed), by `size` (an SQL expression over a row)."""
+        deleted = freed = 0
+        while self.total_bytes - freed > self.max_bytes:
+            rows = self._db.execute(
+                f"SELECT seq, {size} FROM {table} ORDER BY seq LIMIT ?", (DROP_SCAN_ROWS,)
+            ).fetchall()
+            if not rows:
+                break
+            excess, last = self.total_bytes - freed - self.max_bytes, None
+            for seq, row_size in rows:
+                freed += row_size
+                excess -= row_size
+                last = seq
+                if excess <= 0:
+                    break
+            with self._transaction():
+                deleted += self._db.execute(f"DELETE FROM {table} WHERE seq <= ?", (last,)).rowcount
+        return deleted, freed
 
     def _dropped(self, reason: str, count: int) -> None:
         if self._metrics is not None:
