@@ -258,27 +258,17 @@ class Spool:
         with self._transaction():
             for chunk in _chunks(seqs, 500):
                 marks = ",".join("?" * len(chunk))
-                freed += self._db.execute(
-                    f"SELECT coalesce(sum(length(payload)), 0) FROM results WHERE seq IN ({marks})", chunk
-                ).fetchone()[0]
-                added -= self._db.execute(  # rows replaced below (none, as seqs are never reused)
-                    f"SELECT coalesce(sum({REJECTED_SIZE}), 0) FROM rejected WHERE seq IN ({marks})", chunk
-                ).fetchone()[0]
-                self._db.execute(
-                    f"INSERT OR REPLACE INTO rejected (seq, id, spooled, payload, rejected, status, error) "
-                    f"SELECT seq, id, spooled, payload, ?, ?, ? FROM results WHERE seq IN ({marks})",
-                    (now, status, error[:2000], *chunk),
+                found = self._db.execute(
+                    f"SELECT seq, length(payload) FROM results WHERE seq IN ({marks})", chunk
+                ).fetchall()
+                reasons = {seq: str(errors.get(seq, error))[:2000] for seq, _ in found}
+                self._db.executemany(
+                    "INSERT INTO rejected (seq, id, spooled, payload, rejected, status, error) "
+                    "SELECT seq, id, spooled, payload, ?, ?, ? FROM results WHERE seq = ?",
+                    [(now, status, reasons[seq], seq) for seq, _ in found],
                 )
-                own = [(str(errors[seq])[:2000], seq) for seq in chunk if seq in errors]
-                if own:
-                    self._db.executemany(  # only rows moved now, not ones refused before
-                        "UPDATE rejected SET error = ? WHERE seq = ? "
-                        "AND EXISTS (SELECT 1 FROM results WHERE results.seq = rejected.seq)",
-                        own,
-                    )
-                added += self._db.execute(
-                    f"SELECT coalesce(sum({REJECTED_SIZE}), 0) FROM rejected WHERE seq IN ({marks})", chunk
-                ).fetchone()[0]
+                freed += sum(size for _, size in found)
+                added += sum(size + len(reasons[seq]) for seq, size in found)  # REJECTED_SIZE
                 moved += self._db.execute(f"DELETE FROM results WHERE seq IN ({marks})", chunk).rowcount
         self._count -= moved
         self._bytes -= freed

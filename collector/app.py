@@ -124,7 +124,6 @@ def _require_admin(request: web.Request) -> None:
         raise RequestError("admin token required", 401)
 
 
-
 def _require_read(request: web.Request) -> None:
     if not request.app[STATE].config.public_reads:
         _require_admin(request)
@@ -312,7 +311,8 @@ async def get_claim(request: web.Request) -> web.Response:
 async def get_policies(request: web.Request) -> web.Response:
     _require_read(request)
     state = request.app[STATE]
-    return _json({"policies": [policy_json(state, name) for name in sorted(state.policies)]})
+    open_windows = state.evaluator.open_windows()  # once, not once a policy
+    return _json({"policies": [policy_json(state, name, open_windows) for name in sorted(state.policies)]})
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -499,12 +499,13 @@ async def delete_check(request: web.Request) -> web.Response:
     return _json({"name": name, "removed_at": row.removed_at})
 
 
-def policy_json(state: CollectorState, name: str) -> dict[str, Any]:
+def policy_json(state: CollectorState, name: str, open_windows: dict[str, datetime | None] | None = None) -> dict[str, Any]:
     p = state.policies[name]
     entry = state.contract_entries.get(name)
+    open_windows = open_windows if open_windows is not None else state.evaluator.open_windows()
     return {"name": name, "components": p.components, "interval_seconds": p.interval,
             "min_duration_seconds": p.min_duration, "policy_hash": p.content_hash(),
-            "outage_open_since": state.evaluator.open_windows().get(name),
+            "outage_open_since": open_windows.get(name),
             "kind": "check" if name in state.checks else "contract",
             "source": state.check_sources.get(name) if name in state.checks else state.policy_sources.get(name),
             **({"preset": entry.preset} if entry is not None else {})}

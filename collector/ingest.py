@@ -96,13 +96,13 @@ def parse_batch(payload: Any) -> ResultBatch:
         return ResultBatch.model_validate(payload)
     except ValidationError as err:
         rejected: dict[int, dict[str, Any]] = {}
+        whole = False  # a fault outside the results (the agent field, the list itself) concerns them all
         for e in err.errors():
             loc = e["loc"]
-            if len(loc) >= 2 and loc[0] == "results" and isinstance(loc[1], int) and loc[1] not in rejected:
+            if not (len(loc) >= 2 and loc[0] == "results" and isinstance(loc[1], int)):
+                whole = True
+            elif loc[1] not in rejected:
                 rejected[loc[1]] = {"index": loc[1], "reason": "schema", "error": f"{_location(loc)}: {_message(e)}"}
-        # a fault outside the results (the agent field, the list itself) concerns the whole batch
-        whole = any(not (len(e["loc"]) >= 2 and e["loc"][0] == "results" and isinstance(e["loc"][1], int))
-                    for e in err.errors())
         extra = {} if whole or not rejected else {"rejected": [rejected[i] for i in sorted(rejected)]}
         raise RequestError(describe(err), 422, reason="schema", **extra) from None
 

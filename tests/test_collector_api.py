@@ -375,9 +375,8 @@ async def test_hostile_bodies_and_headers_get_a_4xx(api, data, headers, status, 
 
 
 async def test_a_non_ascii_admin_token_is_refused_not_a_server_error(admin_api) -> None:
-    for path in ("/api/v1/agents",):
-        resp = await admin_api.post(path, json={"id": "zz"}, headers={"Authorization": "Bearer adm\xc3\xafn".encode("latin-1").decode("latin-1")})
-        assert resp.status == 401
+    resp = await admin_api.post("/api/v1/agents", json={"id": "zz"}, headers={"Authorization": "Bearer adm\xc3\xafn"})
+    assert resp.status == 401
 
 
 async def test_private_reads_cover_metrics_too(tmp_path, aiohttp_client) -> None:
