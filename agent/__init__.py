@@ -1,10 +1,10 @@
 """Probe agent of the uptime monitor.
 
-`from agent import Agent, load_config` for in-process use; submodules import lazily so that
-`agent.durations` stays cheap for the collector.
+Its public entry point, for in-process use (the collector's demo runs six agents this way):
+`from agent import Agent, parse_config`. Submodules are imported lazily, on first use.
 """
 __version__ = "0.1.0"
-__all__ = ["Agent", "AgentConfig", "ConfigError", "load_config"]
+__all__ = ["Agent", "AgentConfig", "ConfigError", "load_config", "parse_config"]
 
 
 def __getattr__(name):
@@ -12,7 +12,7 @@ def __getattr__(name):
         from agent.runner import Agent
 
         return Agent
-    if name in ("AgentConfig", "ConfigError", "load_config"):
+    if name in ("AgentConfig", "ConfigError", "load_config", "parse_config"):
         from agent import config
 
         return getattr(config, name)

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from agent.collector_client import CollectorClient
-from agent.config import Check, ConfigError, parse_checks
+from protocol.checks import Check, ConfigError, parse_checks
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import sys
 import click
 
 from agent.config import ENV_AGENT_ID, ConfigError, load_config, read_config_file
-from agent.durations import format_duration, format_size
+from protocol.durations import format_duration, format_size
 
 EXIT_CONFIG = 2  # like a usage error: the operator must fix the input
 EXIT_RUNTIME = 1

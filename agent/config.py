@@ -2,30 +2,36 @@
 
 Unknown keys are errors (`extra="forbid"`), and every problem is reported as
 `<file>: <key path>: <what is wrong>`, e.g. `config/agent.yml: checks.0.interval: invalid duration 'abc'`.
-The `checks:` entries use the same schema as the collector's assignments (wire-protocol.md,
-GET /api/v1/assignments), so `parse_checks` serves both.
+The `checks:` entries are the check definitions of `protocol.checks`, the same the collector
+hands out (wire-protocol.md, GET /api/v1/assignments).
 """
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from agent.durations import format_duration, parse_duration, parse_size
+from protocol.checks import (
+    Check,
+    ConfigError,
+    ConfigModel,
+    Duration,
+    HttpCheck,
+    IcmpCheck,
+    KeyRuleError,
+    parse_checks,
+    positive,
+    problems_of,
+    unique_names,
+)
+from protocol.durations import format_duration, parse_size
+from protocol.wire import MAX_BATCH
 
 __all__ = [
     "AgentConfig",
@@ -42,208 +48,16 @@ __all__ = [
 ENV_AGENT_ID = "UPTIME_AGENT_ID"
 ENV_TOKEN = "UPTIME_AGENT_TOKEN"
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Used in file names ({agent_id} in spool.path) and metric labels: keep it to a safe alphabet.
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class KeyRuleError(ValueError):
-    """A rule broken by a key below the validated model: `path` is relative to the model."""
-
-    def __init__(self, path: Sequence[str | int], message: str):
-        super().__init__(message)
-        self.path = tuple(path)
-
-
-class ConfigError(Exception):
-    """One or more configuration problems, each a (key path, message) pair."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
-        self.problems = problems
-        self.source = source
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        prefix = f"{self.source}: " if self.source else ""
-        return "\n".join(
-            f"{prefix}{path}: {message}" if path else f"{prefix}{message}"
-            for path, message in self.problems
-        )
-
-    def with_source(self, source: str) -> ConfigError:
-        return ConfigError(self.problems, source)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError(f"must be greater than 0, got {format_duration(value)}")
-    return value
-
-
-# --- checks ---------------------------------------------------------------------------------
-
-
-class _CheckBase(_Model):
-    name: str
-    interval: Duration = 60.0
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, name: str) -> str:
-        if not name or name != name.strip():
-            raise ValueError(f"invalid check name {name!r}: must be non-empty without surrounding spaces")
-        if len(name) > 200 or any(ord(c) < 32 for c in name):
-            raise ValueError(f"invalid check name {name!r}: at most 200 printable characters")
-        return name
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, interval: float) -> float:
-        return _positive(interval)
-
-    @field_validator("timeout", check_fields=False)
-    @classmethod
-    def _timeout_below_interval(cls, timeout: float, info) -> float:
-        _positive(timeout)
-        interval = info.data.get("interval")
-        if interval is not None and timeout >= interval:
-            raise ValueError(
-                f"timeout {format_duration(timeout)} must be less than interval {format_duration(interval)}"
-            )
-        return timeout
-
-
-class HttpCheck(_CheckBase):
-    # `type` first among the type-specific fields so messages about it come early; `interval`
-    # is declared (in the base) before `timeout`, which the timeout rule relies on.
-    type: Literal["http"]
-    url: str
-    method: str = "GET"
-    timeout: Duration = 5.0
-    expected_status: list[int] | None = None  # None: any 2xx
-    body_match: str | None = None
-    tls_verify: bool = True
-    headers: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"invalid url {url!r}: scheme must be http or https")
-        if not parts.hostname:
-            raise ValueError(f"invalid url {url!r}: no host")
-        try:
-            parts.port  # noqa: B018  (raises on a bad port)
-        except ValueError:
-            raise ValueError(f"invalid url {url!r}: bad port") from None
-        return url
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, method: str) -> str:
-        if method.upper() not in HTTP_METHODS:
-            raise ValueError(f"unsupported method {method!r} (one of {', '.join(HTTP_METHODS)})")
-        return method.upper()
-
-    @field_validator("expected_status")
-    @classmethod
-    def _expected_status(cls, codes: list[int] | None) -> list[int] | None:
-        if codes is None:
-            return None
-        if not codes:
-            raise ValueError("must list at least one status code (leave it out to accept any 2xx)")
-        for code in codes:
-            if not 100 <= code <= 599:
-                raise ValueError(f"invalid status code {code}: must be 100-599")
-        return codes
-
-    @field_validator("body_match")
-    @classmethod
-    def _body_match(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
-        return pattern
-
-    def accepts_status(self, status: int) -> bool:
-        if self.expected_status is None:
-            return 200 <= status <= 299
-        return status in self.expected_status
-
-
-class IcmpCheck(_CheckBase):
-    type: Literal["icmp"]
-    host: str
-    count: int = Field(3, ge=1, le=100)
-    ping_interval: Duration = 0.2
-    timeout: Duration = 2.0  # per echo request: how long to wait for its reply
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, host: str) -> str:
-        if not host.strip():
-            raise ValueError("must not be empty")
-        return host.strip()
-
-    @field_validator("ping_interval")
-    @classmethod
-    def _ping_interval(cls, value: float) -> float:
-        return _positive(value)
-
-    @model_validator(mode="after")
-    def _fits_in_interval(self) -> IcmpCheck:
-        # A probe must end before the next slot starts, or slots would pile up.
-        if self.worst_case_seconds() >= self.interval:
-            raise KeyRuleError(
-                ("count",),
-                f"{self.count} pings take up to {format_duration(self.worst_case_seconds())} "
-                f"((count - 1) x ping_interval + count x timeout), must be less than interval "
-                f"{format_duration(self.interval)}",
-            )
-        return self
-
-    def worst_case_seconds(self) -> float:
-        return (self.count - 1) * self.ping_interval + self.count * self.timeout
-
-
-Check = Annotated[Union[HttpCheck, IcmpCheck], Field(discriminator="type")]
-CHECK_TYPES = ("http", "icmp")
-
-
-def _unique_names(checks: Sequence[HttpCheck | IcmpCheck], prefix: tuple = ()) -> None:
-    first_seen: dict[str, int] = {}
-    for index, check in enumerate(checks):
-        if check.name in first_seen:
-            raise KeyRuleError(
-                (*prefix, index, "name"),
-                f"duplicate check name {check.name!r} (first used by {'.'.join(map(str, (*prefix, first_seen[check.name])))})",
-            )
-        first_seen[check.name] = index
-
-
-class _CheckList(_Model):
-    checks: list[Check]
-
-    @model_validator(mode="after")
-    def _unique(self) -> _CheckList:
-        _unique_names(self.checks, ("checks",))
-        return self
 
 
 # --- sections -------------------------------------------------------------------------------
 
 
-class AgentSection(_Model):
+class AgentSection(ConfigModel):
     id: str | None = None
 
     @field_validator("id")
@@ -254,11 +68,11 @@ class AgentSection(_Model):
         return agent_id
 
 
-class CollectorSection(_Model):
+class CollectorSection(ConfigModel):
     url: str
     token: str | None = None
     token_file: str | None = None
-    batch_size: int = Field(500, ge=1, le=10_000)
+    batch_size: int = Field(500, ge=1, le=MAX_BATCH)
     flush_interval: Duration = 1.0
     heartbeat_interval: Duration = 15.0
     fetch_checks: bool = True
@@ -276,7 +90,7 @@ class CollectorSection(_Model):
     @field_validator("flush_interval", "heartbeat_interval", "assignments_interval", "request_timeout")
     @classmethod
     def _durations(cls, value: float) -> float:
-        return _positive(value)
+        return positive(value)
 
     @model_validator(mode="after")
     def _one_token_source(self) -> CollectorSection:
@@ -285,7 +99,7 @@ class CollectorSection(_Model):
         return self
 
 
-class MetricsSection(_Model):
+class MetricsSection(ConfigModel):
     listen: str = "127.0.0.1:9101"  # "" disables the metrics server
 
     @field_validator("listen")
@@ -305,7 +119,7 @@ class MetricsSection(_Model):
         return host.strip("[]"), int(port)
 
 
-class SpoolSection(_Model):
+class SpoolSection(ConfigModel):
     path: str = "./data/spool-{agent_id}.sqlite"
     max_bytes: Size = 512 * 1024**2
     max_age: Duration = 7 * 86400.0
@@ -331,15 +145,15 @@ class SpoolSection(_Model):
     @field_validator("max_age")
     @classmethod
     def _max_age(cls, value: float) -> float:
-        return _positive(value)
+        return positive(value)
 
 
-class ScheduleSection(_Model):
+class ScheduleSection(ConfigModel):
     # Each probe starts a random 0..jitter after its aligned slot; the same bound for all checks.
     jitter: Duration = 0.0
 
 
-class GuardSection(_Model):
+class GuardSection(ConfigModel):
     """SSRF guard for hosted use (issue 4, "Hostile input"): off by default.
 
     ```yaml
@@ -378,7 +192,7 @@ class GuardSection(_Model):
         return tuple(ipaddress.ip_network(str(text), strict=False) for text in self.allow)
 
 
-class AgentConfig(_Model):
+class AgentConfig(ConfigModel):
     agent: AgentSection = Field(default_factory=AgentSection)
     collector: CollectorSection
     metrics: MetricsSection = Field(default_factory=MetricsSection)
@@ -401,7 +215,7 @@ class AgentConfig(_Model):
     @model_validator(mode="after")
     def _rules(self) -> AgentConfig:
         if self.checks:
-            _unique_names(self.checks, ("checks",))
+            unique_names(self.checks, ("checks",))
         elif not self.collector.fetch_checks:
             raise KeyRuleError(
                 ("checks",), "no checks: list local checks or set collector.fetch_checks: true"
@@ -430,53 +244,6 @@ class AgentConfig(_Model):
         return Path(self.spool.path.format(agent_id=self.agent_id))
 
 
-# --- errors and loading ---------------------------------------------------------------------
-
-
-def _message(error: Mapping[str, Any]) -> tuple[tuple, str]:
-    """(extra path, message) for one pydantic error, in our words."""
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    cause = ctx.get("error")
-    if isinstance(cause, KeyRuleError):
-        return cause.path, str(cause)
-    if isinstance(cause, Exception):
-        return (), str(cause)
-    if kind == "extra_forbidden":
-        return (), "unknown key"
-    if kind == "missing":
-        return (), "required key missing"
-    if kind == "union_tag_invalid":
-        return ("type",), f"unknown check type {ctx.get('tag')!r} (one of {', '.join(CHECK_TYPES)})"
-    if kind == "union_tag_not_found":
-        return ("type",), f"required key missing (one of {', '.join(CHECK_TYPES)})"
-    if kind == "literal_error":
-        return (), f"{error['msg'].lower()}, got {error.get('input')!r}"
-    value = error.get("input")
-    if isinstance(value, (str, int, float, bool)) or value is None and "input" in error:
-        return (), f"{_lower_first(error['msg'])}, got {value!r}"
-    return (), _lower_first(error["msg"])
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    problems = []
-    for error in exc.errors():
-        # The discriminated union puts the tag ("http") into the location: drop it, it is no key.
-        loc = [
-            part
-            for i, part in enumerate(error["loc"])
-            if not (part in CHECK_TYPES and i > 0 and isinstance(error["loc"][i - 1], int))
-        ]
-        extra, message = _message(error)
-        path = ".".join(str(part) for part in (*loc, *extra))
-        problems.append((path, message))
-    return problems
-
-
 def parse_config(data: Any) -> AgentConfig:
     """Validate a parsed YAML document; raise ConfigError naming the key paths."""
     if not isinstance(data, Mapping):
@@ -484,15 +251,7 @@ def parse_config(data: Any) -> AgentConfig:
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
-
-
-def parse_checks(data: Any) -> list[HttpCheck | IcmpCheck]:
-    """Validate a list of check objects (assignments from the collector, or a config's checks:)."""
-    try:
-        return _CheckList.model_validate({"checks": data}).checks
-    except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
+        raise ConfigError(problems_of(exc)) from None
 
 
 def resolve(

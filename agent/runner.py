@@ -22,14 +22,15 @@ from typing import Any
 
 from agent.assignments import Assignments
 from agent.collector_client import CollectorClient
-from agent.config import AgentConfig, Check, ConfigError, resolve
+from agent.config import AgentConfig, resolve
 from agent.metrics import AgentMetrics, MetricsServer
 from agent.overload import TIMING_REASONS, LoopLag, doubt_threshold
 from agent.probers import PROBERS, ProbeResult, guard, icmp
 from agent.schedule import CheckScheduler
 from agent.shipper import Heartbeat, Shipper
 from agent.spool import Spool
-from agent.timestamps import rfc3339, slot_of, utcnow
+from protocol.checks import Check, ConfigError
+from protocol.timestamps import rfc3339, slot_of, utcnow
 
 log = logging.getLogger(__name__)
 

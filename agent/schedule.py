@@ -22,8 +22,8 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent.config import Check
-from agent.timestamps import EPOCH
+from protocol.checks import Check
+from protocol.timestamps import EPOCH
 
 # Two overlapping probes of one check are allowed (jitter + a slow probe can run past the next
 # slot), a third is refused: that check's target is so slow the agent would only pile up work.

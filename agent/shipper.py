@@ -22,7 +22,7 @@ import aiohttp
 from agent.collector_client import CollectorClient, Reply
 from agent.metrics import AgentMetrics
 from agent.spool import Spool, Spooled
-from agent.timestamps import parse_rfc3339, rfc3339, utcnow
+from protocol.timestamps import parse_rfc3339, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 

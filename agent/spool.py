@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.durations import format_duration, format_size
+from protocol.durations import format_duration, format_size
 from agent.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)

@@ -150,7 +150,7 @@ def install_grouped_schedule() -> None:
     from apscheduler.triggers.interval import IntervalTrigger
 
     from agent import runner, schedule
-    from agent.timestamps import EPOCH
+    from protocol.timestamps import EPOCH
 
     class GroupedCheckScheduler(schedule.CheckScheduler):
         def __init__(self, run_slot, on_missed):

@@ -148,7 +148,7 @@ PROBER_ALONE = """
 import asyncio, json, sys, time
 sys.path.insert(0, {root!r})
 from urllib.parse import urlsplit
-from agent.config import parse_checks
+from protocol.checks import parse_checks
 from agent.probers import http
 urls = {urls!r}
 checks = parse_checks([{{"name": f"c{{i}}", "type": "http", "interval": "1s", "url": urls[i % len(urls)], "timeout": "800ms"}} for i in range(4000)])

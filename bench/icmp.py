@@ -48,7 +48,7 @@ def host_list(count: int) -> list[str]:
 
 
 async def worker_agent(hosts: list[str], concurrency: int) -> dict:
-    from agent.config import parse_checks
+    from protocol.checks import parse_checks
     from agent.probers import icmp
 
     checks = parse_checks([

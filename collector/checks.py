@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from collector.config import CheckEntry, CollectorConfig, ConfigError, PolicyEntry
 from collector.db import Check, ContractPolicy
-from collector.ingest import describe
-from collector.rules.policy import Policy, PolicyError, check_intervals
+from collector.errors import describe
+from collector.rules.policy import Policy, PolicyError, check_intervals, load_policy
 
 
 class CheckError(Exception):
@@ -94,8 +94,8 @@ def parse_check(name: str, data: Any, *, agents: Iterable[str]) -> CheckEntry:
         entry = CheckEntry.model_validate({**data, "name": name})
     except ValidationError as err:
         raise CheckError(describe(err)) from None
-    from agent.config import ConfigError as AgentConfigError
-    from agent.config import parse_checks
+    from protocol.checks import ConfigError as AgentConfigError
+    from protocol.checks import parse_checks
 
     try:
         parse_checks([entry.prober_spec()])
@@ -141,11 +141,32 @@ def policy_set(rows: Iterable[ContractPolicy]) -> PolicySet:
     return PolicySet(active, source)
 
 
+def policy_for_entry(entry: PolicyEntry, checks: dict[str, CheckEntry], index: int) -> Policy:
+    overrides: dict[str, Any] = {"name": entry.name}
+    for key in ("components", "target_percent", "commenced", "timezone"):
+        value = getattr(entry, key)
+        if value is not None:
+            overrides[key] = value
+    try:
+        policy = load_policy(entry.preset, **overrides)
+    except PolicyError as err:
+        raise ConfigError(f"policies.{index}: {err}") from None
+    missing = [c for c in policy.components if c not in checks]
+    if missing:
+        raise ConfigError(
+            f"policies.{index}.components: {', '.join(missing)} not among the configured checks "
+            f"({', '.join(checks) or 'none'}); name the checks after the components or set components:"
+        )
+    try:
+        check_intervals(policy, {c: checks[c].interval for c in policy.components})
+    except PolicyError as err:
+        raise ConfigError(f"policies.{index}: {err}") from None
+    return policy
+
+
 def parse_policy(name: str, data: Any, *, checks: dict[str, CheckEntry]) -> tuple[PolicyEntry, Policy]:
     """A contract policy from an API request body: a preset applied to checks in force, with the
     same checks as the config file's `policies:` entries get."""
-    from collector.service import policy_for_entry
-
     if not isinstance(data, dict):
         raise CheckError("body: expected a JSON object describing the policy")
     if "name" in data and data["name"] != name:
@@ -156,7 +177,7 @@ def parse_policy(name: str, data: Any, *, checks: dict[str, CheckEntry]) -> tupl
         entry = PolicyEntry.model_validate({**data, "name": name})
     except ValidationError as err:
         raise CheckError(describe(err)) from None
-    from collector.rules.policy import list_presets
+    from collector.rules.policy import list_presets  # noqa: PLC0415
 
     if entry.preset not in list_presets():
         # only the shipped presets: a request must not make the collector read files of its host

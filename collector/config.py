@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.durations import parse_duration
+from protocol.durations import parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -257,8 +257,8 @@ def parse_config(data: Any, source: str = "config") -> CollectorConfig:
 
 def _validate_prober_specs(config: CollectorConfig, source: str) -> None:
     """Agents must accept what the collector hands them, so both validate with the agent's model."""
-    from agent.config import ConfigError as AgentConfigError
-    from agent.config import parse_checks
+    from protocol.checks import ConfigError as AgentConfigError
+    from protocol.checks import parse_checks
 
     for i, check in enumerate(config.checks):
         try:

@@ -22,9 +22,9 @@ import aiohttp
 from aiohttp import web
 from rich.console import Console
 
-from agent.config import parse_config as parse_agent_config
-from agent.runner import Agent
-from agent.timestamps import parse_rfc3339, slot_of
+from agent import Agent
+from agent import parse_config as parse_agent_config
+from protocol.timestamps import parse_rfc3339, slot_of
 from collector.app import create_app
 from collector.config import parse_config
 from collector.evaluator import WindowEvent

@@ -5,12 +5,13 @@ a 500."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Collection, Literal
+from datetime import datetime, timedelta
+from typing import Any, Collection
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import ValidationError
 
-ERROR_REASONS = ("dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "blocked", "internal")
+from collector.errors import RequestError, describe, location, pydantic_message
+from protocol.wire import ResultBatch, ResultIn
 
 # Results older than this are refused: nothing evaluates them any more, and a wildly old timestamp
 # is far likelier a broken clock than a replay (the agent spool's own age bound is 7 days).
@@ -18,75 +19,6 @@ MAX_RESULT_AGE = timedelta(days=35)
 # Agents poll on wall-clock slots; a slot in the future beyond this skew means the agent's clock
 # runs ahead and its rounds would be attributed to the wrong slot.
 MAX_FUTURE_SKEW = timedelta(seconds=30)
-MAX_BATCH = 10_000
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class ResultIn(_Strict):
-    id: StrictStr = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    check: StrictStr = Field(min_length=1, max_length=128)
-    slot: AwareDatetime
-    started: AwareDatetime
-    # Strict types: a "yes" or "200" string is a client bug to report, not a value to guess.
-    ok: StrictBool
-    latency_ms: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=3_600_000)
-    status_code: StrictInt | None = Field(default=None, ge=100, le=599)
-    error: Literal[ERROR_REASONS] | None = None  # type: ignore[valid-type]
-    detail: StrictStr | None = Field(default=None, max_length=500)
-
-    @field_validator("slot", "started")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        try:
-            return v.astimezone(timezone.utc)
-        except OverflowError:  # year 1 with a positive offset, or year 9999 with a negative one
-            raise ValueError("timestamp out of range") from None
-
-
-class ResultBatch(_Strict):
-    agent: StrictStr = Field(min_length=1, max_length=64)
-    results: Annotated[list[ResultIn], Field(max_length=MAX_BATCH)]
-
-
-class Heartbeat(_Strict):
-    agent: StrictStr = Field(min_length=1, max_length=64)
-    sent: AwareDatetime | None = None
-    clock_offset_seconds: StrictFloat | StrictInt | None = Field(default=None, ge=-86400, le=86400)
-    spool_results: StrictInt | None = Field(default=None, ge=0)
-
-
-class RequestError(Exception):
-    """A client's mistake: answered with `status` and {"error": message, **extra}. `reason`, when
-    given, is what the ingest-rejection metric counts it under."""
-
-    def __init__(self, message: str, status: int = 400, *, reason: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.reason = reason
-        self.extra = extra
-
-
-def describe(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors()[:5]:
-        parts.append(f"{_location(e['loc']) or 'body'}: {_message(e)}")
-    more = len(err.errors()) - 5
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def _location(loc: tuple) -> str:
-    text = ""
-    for p in loc:
-        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
-    return text
-
-
-def _message(e: dict) -> str:
-    return "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
 
 
 def parse_batch(payload: Any) -> ResultBatch:
@@ -102,7 +34,7 @@ def parse_batch(payload: Any) -> ResultBatch:
             if not (len(loc) >= 2 and loc[0] == "results" and isinstance(loc[1], int)):
                 whole = True
             elif loc[1] not in rejected:
-                rejected[loc[1]] = {"index": loc[1], "reason": "schema", "error": f"{_location(loc)}: {_message(e)}"}
+                rejected[loc[1]] = {"index": loc[1], "reason": "schema", "error": f"{location(loc)}: {pydantic_message(e)}"}
         extra = {} if whole or not rejected else {"rejected": [rejected[i] for i in sorted(rejected)]}
         raise RequestError(describe(err), 422, reason="schema", **extra) from None
 

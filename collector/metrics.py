@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterator
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from collector.ingest import REFUSAL_REASONS
-
-if TYPE_CHECKING:
-    from collector.service import CollectorState
 
 NAMESPACE = "uptime_collector"
 # Label values known in advance get their series at start (at 0), so that rate() and increase()
@@ -73,7 +70,7 @@ class CollectorMetrics:
         for reason in REFUSAL_REASONS:
             self.refused.labels(reason)
 
-    def attach(self, state: "CollectorState") -> None:
+    def attach(self, state: Any) -> None:  # a CollectorState, which owns the metrics
         for policy in state.policies:
             for kind in WINDOW_EVENT_KINDS:
                 self.windows.labels(policy, kind)
@@ -81,7 +78,7 @@ class CollectorMetrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, state: "CollectorState") -> None:
+    def __init__(self, state: Any) -> None:  # a CollectorState, read at scrape time
         self.state = state
 
     def collect(self) -> Iterator:

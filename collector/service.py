@@ -13,13 +13,13 @@ from typing import Any, Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from collector import notify, store
-from collector.checks import check_set, policy_set, provisioned_policy_rows, provisioned_rows
+from collector.checks import check_set, policy_for_entry, policy_set, provisioned_policy_rows, provisioned_rows
 from collector.config import CheckEntry, CollectorConfig, ConfigError, PolicyEntry
 from collector.db import Check, ContractPolicy, make_engine, make_sessionmaker
 from collector.evaluator import RESCAN_ON_LEAD, LiveEvaluator, LivePolicy, WindowEvent
 from collector.metrics import CollectorMetrics, LastProbe
 from collector.notify import Deliverer
-from collector.rules.policy import Policy, PolicyError, check_intervals, load_policy
+from collector.rules.policy import Policy, PolicyError
 
 log = logging.getLogger("uptime.collector")
 
@@ -47,29 +47,6 @@ def policy_for_check(check: CheckEntry) -> Policy:
             "timezone": "UTC",
         }
     )
-
-
-def policy_for_entry(entry: PolicyEntry, checks: dict[str, CheckEntry], index: int) -> Policy:
-    overrides: dict[str, Any] = {"name": entry.name}
-    for key in ("components", "target_percent", "commenced", "timezone"):
-        value = getattr(entry, key)
-        if value is not None:
-            overrides[key] = value
-    try:
-        policy = load_policy(entry.preset, **overrides)
-    except PolicyError as err:
-        raise ConfigError(f"policies.{index}: {err}") from None
-    missing = [c for c in policy.components if c not in checks]
-    if missing:
-        raise ConfigError(
-            f"policies.{index}.components: {', '.join(missing)} not among the configured checks "
-            f"({', '.join(checks) or 'none'}); name the checks after the components or set components:"
-        )
-    try:
-        check_intervals(policy, {c: checks[c].interval for c in policy.components})
-    except PolicyError as err:
-        raise ConfigError(f"policies.{index}: {err}") from None
-    return policy
 
 
 def build_live_policies(config: CollectorConfig, checks: dict[str, CheckEntry] | None = None,

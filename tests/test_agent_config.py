@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from agent.cli import main
 from agent.config import ConfigError, load_config, parse_checks, read_config_file
-from agent.durations import format_duration, parse_duration, parse_size
+from protocol.durations import format_duration, parse_duration, parse_size
 
 DATA = Path(__file__).parent / "agent_testdata"
 

@@ -10,7 +10,7 @@ import pytest
 from agent_helpers import PEER_PORTS, REPO, Server, self_signed_context, target_app  # first: repo on sys.path
 from aiohttp import ClientSession, web
 
-from agent.config import parse_checks
+from protocol.checks import parse_checks
 from agent.probers import PROBERS, http, icmp
 
 
@@ -153,7 +153,7 @@ def test_icmp_without_any_socket_permission_says_how_to_fix_it():
         pytest.skip("needs root to drop to nobody, and nobody outside ping_group_range")
     script = (
         "import asyncio, json, sys; sys.path.insert(0, sys.argv[1]);"
-        "from agent.config import parse_checks; from agent.probers import icmp;"
+        "from protocol.checks import parse_checks; from agent.probers import icmp;"
         "c = parse_checks([{'name': 'p', 'type': 'icmp', 'host': '127.0.0.1', 'interval': '10s', 'timeout': '200ms'}])[0];"
         "r = asyncio.run(icmp.probe(c));"
         "print(json.dumps({'result': r.to_dict(), 'mode': icmp.socket_mode(), 'problem': icmp.permission_problem()}))"

@@ -11,7 +11,7 @@ from agent_helpers import FakeCollector, Server, agent_config, parse_z, target_a
 
 from agent.runner import Agent
 from agent.schedule import aligned_fire_times, misfire_grace
-from agent.timestamps import EPOCH, rfc3339, slot_of
+from protocol.timestamps import EPOCH, rfc3339, slot_of
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ async def test_changed_checks_are_replaced_and_removed_ones_stop(tmp_path, serve
     await agent.start()
     try:
         await wait_until(lambda: {r["check"] for r in seen} == {"web", "other"}, timeout=5)
-        from agent.config import parse_checks
+        from protocol.checks import parse_checks
 
         before = agent.checks["web"]
         await agent.apply_checks(parse_checks([{**web, "url": f"{target.url}/fail"}]))
@@ -160,7 +160,7 @@ async def test_the_slot_comes_from_the_scheduled_time_not_the_late_start(tmp_pat
 
 
 async def test_the_executor_hands_each_job_its_aligned_fire_time():
-    from agent.config import parse_checks
+    from protocol.checks import parse_checks
     from agent.schedule import CheckScheduler
 
     fired: list[datetime] = []

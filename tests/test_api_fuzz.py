@@ -19,7 +19,7 @@ from schemathesis.checks import not_a_server_error
 
 from collector.app import create_app
 from collector.config import parse_config
-from collector.openapi import build_spec
+from collector.api.openapi import build_spec
 from collector.service import CollectorState
 from conftest import POSTGRES
 

@@ -15,8 +15,8 @@ import time
 
 import aiohttp
 
-from agent.config import HttpCheck
-from agent.durations import format_duration
+from protocol.checks import HttpCheck
+from protocol.durations import format_duration
 from agent.probers.guard import AddressGuard, GuardedConnector
 from agent.probers.result import ProbeResult
 

@@ -12,7 +12,7 @@ from icmplib import async_ping
 from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionError
 from icmplib.sockets import ICMPv4Socket
 
-from agent.config import IcmpCheck
+from protocol.checks import IcmpCheck
 from agent.probers.result import ProbeResult
 
 log = logging.getLogger(__name__)

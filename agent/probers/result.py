@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from protocol.wire import ERROR_REASONS
+
 # wire-protocol.md: "error": null when ok; one of these otherwise. `blocked`: the agent's SSRF
 # guard refused every address of an HTTP check's target or redirect (agent/probers/guard.py).
-ERRORS = ("dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "blocked", "internal")
+ERRORS = ERROR_REASONS
 DETAIL_MAX_CHARS = 500  # wire-protocol.md: detail is short human text, <= 500 chars
 
 

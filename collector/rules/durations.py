@@ -5,6 +5,6 @@ config read "5m" the same way; both ship in the same package.
 """
 from __future__ import annotations
 
-from agent.durations import format_duration, parse_duration
+from protocol.durations import format_duration, parse_duration
 
 __all__ = ["parse_duration", "format_duration"]

@@ -17,6 +17,7 @@ import jinja2
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from collector.api.common import STATE
 from collector.config import admin_token_matches
 from collector.rules.offline import InputError
 from collector.rules.periods import next_period, parse_period, period_of, previous_period
@@ -69,9 +70,6 @@ ENV = _environment()
 
 
 def _state(request: web.Request):
-    # Imported here: collector.app imports this package when it sets up its routes.
-    from collector.app import STATE
-
     return request.app[STATE]
 
 

@@ -11,7 +11,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from collector.config import CheckEntry, PolicyEntry
-from collector.ingest import Heartbeat, ResultBatch
+from protocol.wire import Heartbeat, ResultBatch
+
+from .maintenance import MaintenanceIn
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
@@ -36,8 +38,6 @@ def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
 
 
 def build_spec() -> dict[str, Any]:
-    from collector.app import MaintenanceIn
-
     components: dict[str, Any] = {}
     batch = _schema(ResultBatch, components)
     beat = _schema(Heartbeat, components)

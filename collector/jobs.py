@@ -1,0 +1,102 @@
+"""The collector's background jobs, each a named function with the interval it runs at.
+
+Evaluation and retention run on one replica at a time, the holder of their lease in the database;
+the status refresh and notification delivery run on every replica (delivery claims row by row).
+`run_jobs` starts them on an APScheduler scheduler and, on shutdown, waits for the running ones
+before the engine is disposed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from collector.service import CollectorState
+
+log = logging.getLogger("uptime.collector.jobs")
+
+
+async def evaluate(state: CollectorState) -> None:
+    """Judge the rounds that settled and the ranges late results touched (the lease holder); the
+    other replicas follow the open windows it wrote."""
+    await state.reload_checks()  # checks changed through another replica's API
+    now = datetime.now(timezone.utc)
+    if await state.hold_lease("evaluation", now):
+        with state.metrics.evaluation_seconds.time():
+            await state.evaluator.scan_received(now)
+            await state.evaluator.tick(now)
+    else:
+        state.evaluator.lost_lead()
+        await state.evaluator.refresh_open_windows()
+
+
+async def refresh_status(state: CollectorState) -> None:
+    """Agents' last contact and the month-to-date gauges and budget notifications."""
+    await state.refresh_contacts()
+    await state.refresh_status()
+
+
+async def deliver(state: CollectorState) -> None:
+    """Notifications from the outbox, each claimed by one replica."""
+    await state.deliverer.run_once()
+
+
+async def retention(state: CollectorState) -> None:
+    """Raw results past `retention.raw` summarised per round and deleted (the lease holder)."""
+    if await state.hold_lease("retention", datetime.now(timezone.utc), ttl=state.config.retention.interval * 2):
+        await state.expire_raw_results()
+
+
+@dataclass(frozen=True)
+class Job:
+    run: Callable[[CollectorState], Awaitable[None]]
+    interval: Callable[[CollectorState], float]  # seconds, from the config
+
+
+JOBS = (
+    Job(evaluate, lambda s: s.config.evaluation.interval),
+    Job(refresh_status, lambda s: s.config.evaluation.status_interval),
+    Job(deliver, lambda s: 1.0),  # an outbox row waits at most a second for its first attempt
+    Job(retention, lambda s: s.config.retention.interval),
+)
+
+
+class JobRunner:
+    """The jobs on a scheduler; each run is tracked so that `stop` can wait for it."""
+
+    def __init__(self, state: CollectorState, jobs: tuple[Job, ...] = JOBS) -> None:
+        self.state = state
+        self.jobs = jobs
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self.running: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        now = datetime.now(timezone.utc)
+        for job in self.jobs:
+            self.scheduler.add_job(self._tracked, "interval", args=(job,), id=job.run.__name__,
+                                   seconds=job.interval(self.state), max_instances=1, coalesce=True,
+                                   next_run_time=now)
+        self.scheduler.start()
+
+    async def _tracked(self, job: Job) -> None:
+        task = asyncio.current_task()
+        self.running.add(task)
+        try:
+            await job.run(self.state)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a failing job is logged and tried again at its next run
+            log.exception("periodic job %s failed", job.run.__name__)
+        finally:
+            self.running.discard(task)
+
+    async def stop(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        for task in list(self.running):
+            task.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
