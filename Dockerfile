@@ -13,6 +13,7 @@ COPY agent ./agent
 COPY collector ./collector
 COPY migrations ./migrations
 COPY protocol ./protocol
+COPY evidence ./evidence
 # Every dependency ships a wheel for this platform: no compiler in the image. The bytecode pip
 # compiles stays (the running user cannot write it, and it spares every start the compiling).
 RUN python -m venv /opt/venv \

@@ -1,8 +1,9 @@
 """Checks assigned by the collector (GET /api/v1/assignments), when the config lists none.
 
 Fetched at start, then polled with If-None-Match so an unchanged set costs a 304. The last good
-set is saved next to the spool and used when the collector cannot be reached at start, so an
-agent restarted during a collector outage keeps probing what it probed before.
+set is saved next to the spool (mode 0600: it holds the checks' credentials) and used when the
+collector cannot be reached at start, so an agent restarted during a collector outage keeps
+probing what it probed before.
 """
 from __future__ import annotations
 
@@ -120,11 +121,15 @@ class Assignments:
             return None
 
     def _write_cache(self, etag: str | None, raw: list[Any]) -> None:
-        """Atomically: a crash mid-write leaves the previous good set, never half a file."""
+        """Atomically: a crash mid-write leaves the previous good set, never half a file. Readable
+        by the agent's user only: the checks hold their credentials in full."""
         tmp = self.cache_path.with_name(self.cache_path.name + ".tmp")
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"etag": etag, "checks": raw}, indent=1))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                os.fchmod(out.fileno(), 0o600)  # an older .tmp keeps its mode through O_CREAT
+                out.write(json.dumps({"etag": etag, "checks": raw}, indent=1))
             os.replace(tmp, self.cache_path)
         except OSError as exc:
             log.warning("cannot save assignments to %s: %s", self.cache_path, exc)

@@ -15,6 +15,7 @@ import click
 
 from agent.config import ENV_AGENT_ID, ConfigError, load_config, read_config_file
 from protocol.durations import format_duration, format_size
+from protocol.redact import redact_url
 
 EXIT_CONFIG = 2  # like a usage error: the operator must fix the input
 EXIT_RUNTIME = 1
@@ -98,10 +99,13 @@ def check_config(config_path: str, agent_id: str | None) -> None:
     else:
         click.echo(f"checks:    {len(config.checks)} local")
         for check in config.checks:
-            target = check.url if check.type == "http" else check.host
+            target = redact_url(check.url) if check.type == "http" else check.host
             extra = f"{check.method} " if check.type == "http" else f"count {check.count}, "
             click.echo(f"  {check.name:<20} {check.type:<5} every {format_duration(check.interval):<6} "
                        f"timeout {format_duration(check.timeout):<6} {extra}{target}")
+    guarded = config.guard.applies(assigned=not config.checks)
+    click.echo(f"guard:     {'on' if guarded else 'off'} for HTTP checks"
+               + (f" (allowed: {', '.join(config.guard.allow)})" if guarded and config.guard.allow else ""))
     if runtime_problem is not None:
         click.echo("to run, still needed:", err=True)
         for path, message in runtime_problem.problems:

@@ -154,24 +154,28 @@ class ScheduleSection(ConfigModel):
 
 
 class GuardSection(ConfigModel):
-    """SSRF guard for hosted use (issue 4, "Hostile input"): off by default.
+    """SSRF guard: on by default for the checks the collector assigns, off for the agent's own.
 
     ```yaml
     guard:
-      block_private: true     # HTTP checks never connect to private, loopback, link-local,
-                              # multicast, reserved, unspecified or cloud metadata addresses
-      allow: [203.0.113.0/24] # optional: networks exempted (metadata addresses never are)
+      block_private: false    # default: on for assigned checks, off for local `checks:`;
+                              # true: on for both; false: off (internal monitoring)
+      allow: [10.0.0.0/8]     # optional: networks exempted while it is on (metadata never is)
     ```
 
-    It sits at the top level of the agent's own file on purpose: checks may come from the
-    collector (GET /api/v1/assignments), and an assigned check must not be able to switch off
-    the protection of the network the agent runs in. When on, every address an HTTP check
-    connects to is judged at connect time, after name resolution, and again on each redirect
-    hop (agent/probers/guard.py); a check whose every address is refused fails with the reason
+    On, HTTP checks never connect to private, loopback, link-local, multicast, reserved,
+    unspecified or cloud metadata addresses. Checks that come from the collector (GET
+    /api/v1/assignments) are written by whoever administers the collector, not by the agent's
+    operator, so by default they cannot reach the network the agent runs in; checks in the
+    agent's own file are its operator's and stay unguarded unless `block_private: true`. The
+    section sits at the top level of the agent's own file on purpose: an assigned check cannot
+    switch the protection off. When on, every address an HTTP check connects to is judged at
+    connect time, after name resolution, and again on each redirect hop
+    (agent/probers/guard.py); a check whose every address is refused fails with the reason
     `blocked`. ICMP checks are not affected.
     """
 
-    block_private: bool = False
+    block_private: bool | None = None  # None: on for assigned checks, off for local ones
     allow: list[str] = Field(default_factory=list)
 
     @field_validator("allow")
@@ -190,6 +194,10 @@ class GuardSection(ConfigModel):
         import ipaddress
 
         return tuple(ipaddress.ip_network(str(text), strict=False) for text in self.allow)
+
+    def applies(self, *, assigned: bool) -> bool:
+        """Whether HTTP checks are guarded: as set, else only those the collector assigned."""
+        return self.block_private if self.block_private is not None else assigned
 
 
 class AgentConfig(ConfigModel):

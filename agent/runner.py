@@ -15,6 +15,7 @@ import inspect
 import logging
 import random
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -30,6 +31,7 @@ from agent.schedule import CheckScheduler
 from agent.shipper import Heartbeat, Shipper
 from agent.spool import Spool
 from protocol.checks import Check, ConfigError
+from protocol.redact import redact_text, redact_url, secret_values
 from protocol.timestamps import rfc3339, slot_of, utcnow
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,14 @@ class Agent:
         self.config = resolve(config, env={})
         self.agent_id = self.config.agent_id
         self._on_result = on_result
-        # The SSRF guard (config `guard:`), handed to every HTTP probe; None when off.
+        # The SSRF guard (config `guard:`), handed to every HTTP probe; None when off. On by
+        # default when the checks come from the collector (agent/config.py GuardSection): an
+        # agent runs either its own checks or the assigned ones, so this is decided once.
         self._guard: guard.AddressGuard | None = None
-        if self.config.guard.block_private:
+        if self.config.guard.applies(assigned=not self.config.local_checks):
             if not guard.SUPPORTED:
-                raise ConfigError([("guard.block_private", "needs aiohttp 3.12 or later (TCPConnector socket_factory)")])
+                raise ConfigError([("guard.block_private", ("needs aiohttp 3.12 or later (TCPConnector socket_factory); "
+                                                            "set guard.block_private: false to run without it"))])
             self._guard = guard.AddressGuard(self.config.guard.networks())
         self.metrics = AgentMetrics(self.agent_id)
         self.registry = self.metrics.registry
@@ -125,7 +130,7 @@ class Agent:
             raise
         log.info(
             "agent %s started: %d checks, collector %s, metrics %s, spool %s%s",
-            self.agent_id, len(self.checks), self.config.collector.url,
+            self.agent_id, len(self.checks), redact_url(self.config.collector.url),
             f"port {self.metrics_port}" if self.metrics_port else "off", self.spool.path,
             ", guard on (HTTP checks never connect to private, loopback, link-local or metadata addresses)"
             if self._guard is not None else "",
@@ -216,8 +221,11 @@ class Agent:
             options = {"guard": self._guard} if check.type == "http" and self._guard is not None else {}
             outcome = await PROBERS[check.type](check, agent_id=self.agent_id, **options)
         except Exception as exc:  # probers return failures; an exception is a bug
-            log.exception("probe of %s raised", check.name)
-            outcome = ProbeResult.failure("internal", f"{type(exc).__name__}: {exc}")
+            # redacted: the exception's text may quote the check's URL or headers (protocol/redact.py)
+            secrets = secret_values(check.model_dump())
+            log.error("probe of %s raised:\n%s", check.name,
+                      redact_text("".join(traceback.format_exception(exc)), secrets).rstrip())
+            outcome = ProbeResult.failure("internal", redact_text(f"{type(exc).__name__}: {exc}", secrets))
         duration = time.perf_counter() - t0
         if not outcome.ok and outcome.error in TIMING_REASONS:
             late = self._loop_lag.worst_since(loop_t0)

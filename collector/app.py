@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from collector.api import LIMITER, STATE, error_middleware, ingest_count_middleware, setup_routes
+from collector.api.middleware import limits_middleware, security_headers_middleware
 from collector.jobs import JobRunner
 from collector.migrate import upgrade_async
 from collector.ratelimit import RateLimiter
@@ -31,7 +32,8 @@ async def _lifecycle(app: web.Application):
 
 
 def create_app(state: CollectorState) -> web.Application:
-    app = web.Application(middlewares=[ingest_count_middleware, error_middleware], client_max_size=state.config.max_body_bytes)
+    app = web.Application(middlewares=[security_headers_middleware, ingest_count_middleware, error_middleware,
+                                       limits_middleware(state.config)], client_max_size=state.config.max_body_bytes)
     app[STATE] = state
     app[LIMITER] = RateLimiter(state.config.rate_limit.requests_per_second, state.config.rate_limit.burst)
     setup_routes(app)

@@ -1,4 +1,4 @@
-"""`uptime-collector`: serve, demo, migrate, report, verify-claim, presets.
+"""`uptime-collector`: serve, demo, migrate, agents, maintenance, report, verify-claim, presets.
 
 A user's mistake (bad config, bad input file, unknown policy) ends with one clear message on
 stderr and exit code 2; nothing is half-written and no traceback is shown.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -37,6 +38,9 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters at DEBUG, check definitions with their
+    # credentials among them (protocol/redact.py): never, whatever --log-level says.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def fail(message: str) -> None:
@@ -197,6 +201,141 @@ def agents_list(config_path: str, fmt: str) -> None:
         click.echo(f"{a['id']:16} {'active' if a['active'] else 'revoked':8} last seen {seen}")
 
 
+@main.group()
+def maintenance() -> None:
+    """Announce, list and cancel maintenance in the collector's database (as the API does).
+
+    The CLI stamps when it recorded an announcement by its own clock (`recorded_at`), and notice
+    is judged from that; announcements are never changed or deleted, only cancelled."""
+
+
+async def _policies_in_force(session, config) -> dict:
+    """The policies a collector on this config and database has in force: the config's, and the
+    checks and contract policies the database holds (changed through the API)."""
+    from collector import store
+    from collector.checks import check_set, policy_set
+    from collector.db import Check, ContractPolicy
+    from collector.service import build_live_policies
+
+    policies = {lp.name: lp.policy for lp in build_live_policies(config, strict=False)}
+    checks = await store.load_provisioned(session, Check)
+    contracts = await store.load_provisioned(session, ContractPolicy)
+    if checks or contracts:
+        live = build_live_policies(config, check_set(checks).active, list(policy_set(contracts).active.values()),
+                                   strict=False)
+        policies.update({lp.name: lp.policy for lp in live})
+    return policies
+
+
+@maintenance.command("announce")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("--policy", required=True, help="The policy the maintenance is for.")
+@click.option("--kind", required=True, help="A maintenance kind the policy accepts (e.g. scheduled, emergency).")
+@click.option("--start", required=True, help="Start (RFC 3339 with offset).")
+@click.option("--end", required=True, help="End (RFC 3339 with offset).")
+@click.option("--announced", help="When notice was given, if before now (RFC 3339); shown as the stated time.")
+@click.option("--note", default="", help="What the maintenance is.")
+@click.option("--author", default="", help="Who records it (free text).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def maintenance_announce(config_path, policy, kind, start, end, announced, note, author, fmt) -> None:
+    """Record a maintenance announcement, validated exactly as POST /api/v1/maintenance."""
+    from collector import store
+    from collector.api.maintenance import judgement_of, record_of, validate_announcement
+    from collector.errors import RequestError
+
+    config = _load(config_path)
+    data = {"policy": policy, "kind": kind, "start": start, "end": end, "note": note, "author": author}
+    if announced is not None:
+        data["announced"] = announced
+
+    async def work(session):
+        policies = await _policies_in_force(session, config)
+        m = validate_announcement(data, policies, store.utcnow())
+        row = await store.add_maintenance(session, m.policy, m.kind, m.start, m.end, m.note, recorded_by="cli",
+                                          stated_announced=m.announced, author=m.author)
+        judgement = judgement_of(policies[m.policy], await store.list_maintenance(session, m.policy), row.id)
+        return {**record_of(row), "judgement": judgement}
+
+    try:
+        out = asyncio.run(_with_session(config.database_url, work))
+    except RequestError as err:
+        fail(err.message)
+    if fmt == "json":
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"recorded maintenance {out['id']}: {_maintenance_line(out)}")
+    judgement = out["judgement"]
+    if judgement is not None:
+        if judgement["compliant"]:
+            click.echo(f"  compliant; notice: {judgement['notice']['detail']}")
+        for rule in judgement["broken_rules"]:
+            click.echo(f"  breaks {rule['rule']}: {rule['detail']}")
+
+
+def _maintenance_line(m: dict) -> str:
+    by = m["recorded_by"] + (f", {m['author']}" if m["author"] else "")
+    line = f"{m['policy']} {m['kind']} {m['start']} to {m['end']}, recorded {m['recorded_at']} ({by})"
+    if m["stated_announced"]:
+        line += f", stated announced {m['stated_announced']}"
+    if m["cancelled"]:
+        line += f"; CANCELLED {m['cancelled_at']} ({m['cancelled_by']})" + (f": {m['cancel_reason']}" if m["cancel_reason"] else "")
+    return line + (f" - {m['note']}" if m["note"] else "")
+
+
+@maintenance.command("list")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("--policy", help="Only this policy's announcements.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def maintenance_list(config_path, policy, fmt) -> None:
+    """List every announcement, cancelled ones with their cancellation, in start order."""
+    from collector import store
+    from collector.api.maintenance import record_of
+
+    async def work(session):
+        return [record_of(r) for r in await store.list_maintenance(session, policy)]
+
+    rows = asyncio.run(_with_session(_database_of(config_path), work))
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no maintenance announced" + (f" for {policy}" if policy else ""))
+    for m in rows:
+        click.echo(f"{m['id']:>5}  {_maintenance_line(m)}")
+
+
+@maintenance.command("cancel")
+@click.argument("id", type=click.IntRange(min=1, max=2**31 - 1))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("--reason", default="", help="Why it is cancelled.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def maintenance_cancel(id, config_path, reason, fmt) -> None:  # noqa: A002 (the argument's name in --help)
+    """Cancel announcement ID: it stays listed, marked cancelled, and excludes nothing."""
+    from collector import store
+    from collector.api.maintenance import cancel_reason_from, record_of
+    from collector.errors import RequestError
+
+    try:
+        reason = cancel_reason_from(reason, None)
+    except RequestError as err:
+        fail(err.message)
+
+    async def work(session):
+        row, cancelled = await store.cancel_maintenance(session, id, cancelled_by="cli", reason=reason)
+        return (record_of(row) if row is not None else None), cancelled
+
+    record, cancelled = asyncio.run(_with_session(_database_of(config_path), work))
+    if record is None:
+        fail(f"ID: no maintenance announcement with id {id}")
+    if not cancelled:
+        fail(f"ID: maintenance announcement {id} was already cancelled at {record['cancelled_at']}; "
+             "a cancellation stands (for a change, announce a new one)")
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(f"cancelled maintenance {id}: {_maintenance_line(record)}")
+
+
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def presets(fmt: str) -> None:
@@ -251,8 +390,8 @@ async def _import(config, observations, batch: int) -> None:
         by_agent.setdefault(o.agent, []).append({
             "result_id": f"import-{rid}", "check": o.check, "slot": o.ts, "started": o.ts, "ok": o.ok,
             "latency_ms": None, "status_code": None, "error": None if o.ok else "internal",
-            "detail": "imported", "received_at": now})
-    accepted = duplicates = 0
+            "detail": "imported", "received_at": now, "degraded": o.degraded})
+    accepted = duplicates = conflicts = 0
     try:
         async with make_sessionmaker(engine)() as session:
             await store.sync_agents(session, [(a, None) for a in by_agent])
@@ -267,10 +406,13 @@ async def _import(config, observations, batch: int) -> None:
                         await session.commit()
                     accepted += outcome.accepted
                     duplicates += outcome.duplicates
+                    conflicts += len(outcome.conflicts)
                     progress.advance(task, len(rows[i:i + batch]))
     finally:
         await engine.dispose()
     click.echo(f"imported {accepted} results ({duplicates} already stored) from {len(by_agent)} agents")
+    if conflicts:  # one vote per agent, check and slot: the first one stands
+        click.echo(f"not imported: {conflicts} results of a slot their agent already has a result for", err=True)
 
 
 def _resolve_policy(name: str, config_path: str | None, overrides: dict[str, Any]):
@@ -432,6 +574,32 @@ def _cli_ts(value: str, option: str) -> datetime:
         return moment.astimezone(timezone.utc)
     except OverflowError:
         fail(f"{option}: {value!r} is out of range")
+
+
+@main.command("alert-rules")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
+def alert_rules(config_path: str, output: str | None) -> None:
+    """Print Prometheus rules for every contract policy of the config: multi-window,
+    multi-burn-rate alerts on its downtime budget (check them with `promtool check rules`)."""
+    from collector.alert_rules import render
+    from collector.service import build_live_policies
+
+    config = _load(config_path)
+    try:
+        live = build_live_policies(config)
+    except ConfigError as err:
+        fail(f"{config_path}: {err}")
+    checks = {c.name for c in config.checks}
+    text = render([lp.policy for lp in live if lp.policy.name not in checks])
+    if output:
+        tmp = f"{output}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, output)  # nothing half-written
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

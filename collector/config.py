@@ -143,6 +143,20 @@ class RateLimit(_Strict):
     burst: int = Field(default=100, ge=1)
 
 
+class PublicRateLimit(RateLimit):
+    # Reports, claims and status pages computed for anonymous readers, per client address: a
+    # person browsing, or a script fetching a year of reports, stays under it; a flood gets 429.
+    requests_per_second: float = Field(default=5.0, gt=0)
+    burst: int = Field(default=20, ge=1)
+
+
+class AuthFailureLimit(RateLimit):
+    # Wrong tokens per client address: past the burst, one more try each 1/rate seconds, so
+    # guessing a token (or the admin token) is slowed to a crawl.
+    requests_per_second: float = Field(default=1.0, gt=0)
+    burst: int = Field(default=10, ge=1)
+
+
 class Retention(_Strict):
     # Raw results are summarised per round and deleted after this long; summaries and windows are
     # kept for good. It must exceed ingest.max_result_age, so that no late result can arrive for
@@ -174,6 +188,8 @@ class CollectorConfig(_Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     evaluation: Evaluation = Evaluation()
     rate_limit: RateLimit = RateLimit()
+    public_rate_limit: PublicRateLimit = PublicRateLimit()
+    auth_failure_limit: AuthFailureLimit = AuthFailureLimit()
     ingest: Ingest = Ingest()
     retention: Retention = Retention()
     # Periodic evaluation runs on one replica at a time: the holder of this lease, renewed every

@@ -24,7 +24,9 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     event,
+    false,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -120,12 +122,19 @@ class ContractPolicy(Base):
 
 
 class Result(Base):
-    """One probe attempt as the agent observed it: the evidence everything else is derived from."""
+    """One agent's vote in one slot of one check, as the agent observed it: the evidence
+    everything else is derived from.
+
+    One vote per agent, check and slot, and the first one stored stands: an agent cannot take back
+    a failure it reported (that would erase a verified outage after the fact). The unique
+    constraint enforces it across collector replicas racing on one database; its columns start
+    with (check, slot) so that it also serves every read of a check's slots. Result ids are the
+    agent's own (unique per agent), so no agent can spend, and thereby suppress, another's."""
 
     __tablename__ = "results"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    result_id: Mapped[str] = mapped_column(String(64), unique=True)
+    result_id: Mapped[str] = mapped_column(String(64))
     agent_id: Mapped[str] = mapped_column(String(64), ForeignKey("agents.id"))
     check: Mapped[str] = mapped_column(String(128))
     slot: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -136,8 +145,42 @@ class Result(Base):
     error: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # ok, but slower than the check's degraded_after (never with ok false); false for results of
+    # agents that do not say
+    degraded: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # the result's other details as the agent sent them (protocol.wire.DETAIL_FIELDS: phases,
+    # final_url, redirects, cert_not_after, rcode, answers, steps, failed_step, scheduled); NULL
+    # when it sent none. Evidence to show, never read by the rules.
+    extra: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
 
-    __table_args__ = (Index("ix_results_check_slot", "check", "slot"),)
+    __table_args__ = (
+        UniqueConstraint("agent_id", "result_id", name="uq_results_agent_id_result_id"),
+        UniqueConstraint("check", "slot", "agent_id", name="uq_results_check_slot_agent_id"),
+    )
+
+
+class SetAsideResult(Base):
+    """A result that arrived when one vote per agent, check and slot was not yet enforced and was a
+    second vote of its agent in its slot: moved here by migration 0005 rather than deleted, so the
+    evidence stays readable. `kept_id` is the results row that stands (the first stored)."""
+
+    __tablename__ = "set_aside_results"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    result_id: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    check: Mapped[str] = mapped_column(String(128))
+    slot: Mapped[datetime] = mapped_column(UTCDateTime())
+    started: Mapped[datetime] = mapped_column(UTCDateTime())
+    ok: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kept_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    reason: Mapped[str] = mapped_column(String(32))
+    set_aside_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class IngestMark(Base):
@@ -172,19 +215,55 @@ class OutageWindow(Base):
     __table_args__ = (Index("ix_outage_windows_policy_start", "policy", "start", unique=True),)
 
 
+class RoundRun(Base):
+    """A run of consecutive rounds of one policy with the same non-UP verdict (FAILED, UNKNOWN),
+    kept by the evaluator as it settles rounds (collector.rules.runs): the status page's bars and
+    current state read these instead of every result."""
+
+    __tablename__ = "round_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    policy: Mapped[str] = mapped_column(String(128))
+    start: Mapped[datetime] = mapped_column(UTCDateTime())
+    end: Mapped[datetime] = mapped_column(UTCDateTime())
+    verdict: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_round_runs_policy_start", "policy", "start"), Index("ix_round_runs_end", "end"))
+
+
+class PolicyProgress(Base):
+    """How far the evaluator has judged each policy's rounds: the end of its last settled round.
+    A round past it has no verdict yet, so the status page shows it as unknown, never as up."""
+
+    __tablename__ = "policy_progress"
+
+    policy: Mapped[str] = mapped_column(String(128), primary_key=True)
+    judged_until: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Maintenance(Base):
-    """A maintenance announcement for one policy, judged against the policy's contract rules."""
+    """A maintenance announcement for one policy, judged against the policy's contract rules.
+
+    Evidence, so append-only: `recorded_at` is the collector's clock when it was recorded (notice
+    is judged from it), `stated_announced` an earlier time the operator states (counted only where
+    the policy trusts stated notice). A cancellation sets `cancelled_at` (collector's clock) and
+    keeps the row; nothing else is ever updated, and a change is a cancellation plus a new row."""
 
     __tablename__ = "maintenance"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     policy: Mapped[str] = mapped_column(String(128), index=True)
     kind: Mapped[str] = mapped_column(String(32))
-    announced: Mapped[datetime] = mapped_column(UTCDateTime())
     start: Mapped[datetime] = mapped_column(UTCDateTime())
     end: Mapped[datetime] = mapped_column(UTCDateTime())
     note: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str] = mapped_column(String(16))           # "api" or "cli"
+    author: Mapped[str] = mapped_column(String(128), default="")   # free text, as the recorder gave it
+    stated_announced: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_by: Mapped[str | None] = mapped_column(String(16))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Notification(Base):
@@ -219,6 +298,9 @@ class RoundSummary(Base):
     slot: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     succeeded: Mapped[list] = mapped_column(JSON)
     failed: Mapped[list] = mapped_column(JSON)
+    # the agents of `succeeded` whose success was degraded (NULL: none), so that a DEGRADED round
+    # is still DEGRADED once its raw results are rolled up
+    degraded: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Lease(Base):

@@ -25,10 +25,11 @@ from typing import Any, Awaitable, Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collector import store
-from collector.rules.model import Round, Verdict, Window
+from collector.rules.model import Round, Window
 from collector.rules.policy import Policy
 from collector.rules.rounds import ObservationIndex, slot_of
-from collector.rules.windows import find_windows
+from collector.rules.runs import runs_of
+from collector.rules.windows import find_windows, is_down
 
 log = logging.getLogger("uptime.collector.evaluator")
 
@@ -41,6 +42,8 @@ RESCAN_ON_LEAD = timedelta(minutes=10)
 # Rounds of marked history judged per policy and tick; the rest waits for the next tick, so that a
 # replayed backlog does not hold the event loop (and ingest) for long.
 ROUNDS_PER_TICK = 50_000
+# How far back a policy judged for the first time is judged at start: the status page's 90 days.
+CATCH_UP_SPAN = timedelta(days=90)
 
 
 @dataclass
@@ -54,6 +57,7 @@ class LivePolicy:
     last_settled: datetime | None = None
     open_window: dict[str, Any] | None = None
     windows_known: bool = False
+    progress_loaded: bool = False
 
     @property
     def name(self) -> str:
@@ -227,8 +231,29 @@ class LiveEvaluator:
                 closed.append((lo, end))
         return closed, tail
 
+    async def _catch_up(self, lp: LivePolicy, settled: datetime) -> None:
+        """Once per policy and process: mark for judging what no collector judged while none ran
+        (since the last judged round, or the first time since the first result, at most
+        CATCH_UP_SPAN back), so that the runs of UNKNOWN rounds cover the time without evidence
+        and no stretch is shown as up for want of a verdict. Marked stretches are judged a
+        budget a tick, like a replayed backlog."""
+        lp.progress_loaded = True
+        async with self.sessionmaker() as session:
+            done = (await store.judged_until(session, [lp.name])).get(lp.name)
+            first = None if done is not None else await store.first_result_slot(session, lp.policy.components)
+        if done is not None:
+            since = done - lp.lookback
+        elif first is not None:
+            since = max(slot_of(first, lp.policy.interval), settled - CATCH_UP_SPAN)
+        else:
+            return
+        if since < settled - lp.lookback:
+            lp.mark(since, settled - lp.interval)
+
     async def _evaluate(self, lp: LivePolicy, now: datetime) -> list[WindowEvent]:
         settled = self.settled_until(lp, now)
+        if not lp.progress_loaded:
+            await self._catch_up(lp, settled)
         closed, tail = self._ranges(lp, settled)
         if not closed and tail is None:
             return []
@@ -251,7 +276,7 @@ class LiveEvaluator:
         """Judge the rounds of [start, end) again and replace the stored windows in that range.
 
         The range grows until no run can cross its edges: it takes in every stored window it
-        touches, and extends while its first (or last) round is FAILED. A range that reaches
+        touches, and extends while its first (or last) round is down (is_down). A range that reaches
         `settled` is the tail: a run there may still be going on (an open window)."""
         step = 4 * lp.lookback
         is_tail = end >= settled
@@ -266,9 +291,9 @@ class LiveEvaluator:
                     end, is_tail = settled, True
                 rounds = await self._rounds(session, lp, start, end)
                 grown = False
-                if rounds and rounds[0].verdict is Verdict.FAILED and start > first:
+                if rounds and is_down(lp.policy, rounds[0].verdict) and start > first:
                     start, grown = slot_of(max(first, start - step), lp.policy.interval), True
-                if not is_tail and rounds and rounds[-1].verdict is Verdict.FAILED:
+                if not is_tail and rounds and is_down(lp.policy, rounds[-1].verdict):
                     end, grown = min(settled, end + step), True
                 if not grown:
                     break
@@ -276,6 +301,9 @@ class LiveEvaluator:
             records = [window_record(lp.policy, w) for w in windows]
             before, after = await store.replace_windows(session, lp.name, start, records,
                                                         until=None if is_tail else end)
+            # the rollup of non-UP runs, judged again over the same range in the same transaction
+            await store.replace_runs(session, lp.name, start, end, runs_of(rounds, end),
+                                     judged_until=settled if is_tail else None)
             events = _diff(lp.name, before, after)
             if events and self.outbox is not None:
                 # The notification is written in the same transaction as the window behind it.

@@ -6,12 +6,13 @@ a 500."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
 from pydantic import ValidationError
 
 from collector.errors import RequestError, describe, location, pydantic_message
-from protocol.wire import ResultBatch, ResultIn
+from protocol.timestamps import slot_of
+from protocol.wire import DETAIL_FIELDS, ResultBatch, ResultIn
 
 # Results older than this are refused: nothing evaluates them any more, and a wildly old timestamp
 # is far likelier a broken clock than a replay (the agent spool's own age bound is 7 days).
@@ -40,22 +41,26 @@ def parse_batch(payload: Any) -> ResultBatch:
 
 
 # Why one result of a batch is refused (counted per reason in uptime_collector_results_refused_total).
-REFUSAL_REASONS = ("schema", "unknown_check", "check_removed", "future", "too_old", "inconsistent")
+# `conflict` is decided by the store: the agent already voted in that check and slot.
+REFUSAL_REASONS = ("schema", "unknown_check", "check_removed", "future", "too_old", "inconsistent", "conflict")
 
 
 def check_batch(batch: ResultBatch, known_checks: Collection[str], now: datetime, *,
                 max_age: timedelta = MAX_RESULT_AGE, max_skew: timedelta = MAX_FUTURE_SKEW,
-                removed: dict[str, datetime] | None = None) -> list[dict[str, Any]]:
+                removed: dict[str, datetime] | None = None,
+                intervals: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Rows ready for the store, or a refusal of the whole batch (nothing is stored) that names
     every result at fault with its own reason (`rejected`: index, id, reason, error).
 
     A removed check's results of slots before its removal are still evidence (an agent's spool
-    may hold them for a while); later ones are refused."""
+    may hold them for a while); later ones are refused. `intervals` (check name -> seconds) bounds
+    each result's `started` to its own slot; a check missing there is bounded below only."""
     removed = removed or {}
+    intervals = intervals or {}
     rows = []
     refused: list[dict[str, Any]] = []
     for i, r in enumerate(batch.results):
-        problem = _problem(r, f"results[{i}]", known_checks, removed, now, max_age, max_skew)
+        problem = _problem(r, f"results[{i}]", known_checks, removed, now, max_age, max_skew, intervals.get(r.check))
         if problem is not None:
             reason, message = problem
             refused.append({"index": i, "id": r.id, "reason": reason, "error": message})
@@ -72,6 +77,8 @@ def check_batch(batch: ResultBatch, known_checks: Collection[str], now: datetime
                 "error": r.error,
                 "detail": r.detail,
                 "received_at": now,
+                "degraded": bool(r.degraded),
+                "extra": details(r),
             }
         )
     if refused:
@@ -80,8 +87,33 @@ def check_batch(batch: ResultBatch, known_checks: Collection[str], now: datetime
     return rows
 
 
+def details(r: ResultIn) -> dict[str, Any] | None:
+    """The result's details as kept in Result.extra (JSON: timestamps in RFC 3339 UTC); None when
+    it carries none."""
+    out = {}
+    for name in DETAIL_FIELDS:
+        value = getattr(r, name)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat().replace("+00:00", "Z")
+        elif name == "steps":
+            value = [step.model_dump() for step in value]
+        out[name] = value
+    return out or None
+
+
+def raise_conflicts(conflicts: Collection[dict[str, Any]]) -> None:
+    """Refuse the whole batch for the results the store found voting again in a slot (`conflict`),
+    in the same shape as check_batch's refusals."""
+    if conflicts:
+        listed = sorted(conflicts, key=lambda c: c["index"])
+        more = f" (and {len(listed) - 1} more results refused; see 'rejected')" if len(listed) > 1 else ""
+        raise RequestError(listed[0]["error"] + more, 422, reason="invalid", rejected=listed)
+
+
 def _problem(r: ResultIn, where: str, known_checks: Collection[str], removed: dict[str, datetime], now: datetime,
-             max_age: timedelta, max_skew: timedelta) -> tuple[str, str] | None:
+             max_age: timedelta, max_skew: timedelta, interval: float | None) -> tuple[str, str] | None:
     if r.check not in known_checks:
         gone = removed.get(r.check)
         if gone is None:
@@ -96,11 +128,29 @@ def _problem(r: ResultIn, where: str, known_checks: Collection[str], removed: di
     if r.slot < now - max_age:
         return "too_old", (f"{where}.slot: {r.slot.isoformat()} is older than the collector accepts "
                            f"({max_age.total_seconds() / 86400:g} days)")
-    # A probe starts at its slot or after it (jitter, lateness), never long before it.
+    # A probe starts within its own slot: at the slot or after it (jitter, lateness), and before
+    # the next one (the agent skips a slot it is too late for). A `started` outside it is not an
+    # observation of that slot: a success "started" a day later must not vote in a past round.
+    # The clock skew allowance applies on both sides.
     if r.started < r.slot - max_skew:
         return "inconsistent", f"{where}.started: {r.started.isoformat()} lies before its slot {r.slot.isoformat()}"
+    # A slot is a multiple of the check's interval since the epoch (wire-protocol.md). One off by a
+    # millisecond would be a second vote of the agent in the same round, which the round would read
+    # as "success wins": refused, so that one vote per agent and round is all there is.
+    if interval is not None and slot_of(r.slot, interval) != r.slot:
+        return "inconsistent", (f"{where}.slot: {r.slot.isoformat()} is not a slot of check {r.check!r} "
+                                f"(a multiple of its interval, {interval:g} s, since the epoch: "
+                                f"{slot_of(r.slot, interval).isoformat()} would be)")
+    if interval is not None and r.started >= r.slot + timedelta(seconds=interval) + max_skew:
+        return "inconsistent", (f"{where}.started: {r.started.isoformat()} lies after its slot "
+                                f"{r.slot.isoformat()} ended (interval {interval:g} s)")
     if r.ok and r.error is not None:
         return "inconsistent", f"{where}.error: a successful result has no error reason"
     if not r.ok and r.error is None:
         return "inconsistent", f"{where}.error: a failed result needs an error reason"
+    # A failure is never merely degraded: degraded says an ok probe was slow (degraded_after).
+    if r.degraded and not r.ok:
+        return "inconsistent", f"{where}.degraded: a failed result is not degraded (degraded means ok but slow)"
+    if r.ok and r.failed_step is not None:
+        return "inconsistent", f"{where}.failed_step: a successful result has no failed step"
     return None

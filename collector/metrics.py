@@ -21,10 +21,18 @@ NAMESPACE = "uptime_collector"
 # Label values known in advance get their series at start (at 0), so that rate() and increase()
 # see the first event and dashboards show 0 rather than no data.
 RESULT_OUTCOMES = ("accepted", "duplicate")
-# Why an agent's request was refused: its token, its rate, another agent's id, a body too large,
-# not JSON or of the wrong shape, results the rules refuse (each of those counted by its own
-# reason in results_refused: REFUSAL_REASONS).
-REJECTION_REASONS = ("token", "rate_limit", "identity", "too_large", "not_json", "schema", "invalid")
+# Why an agent's request was refused: its token, too many failed tokens from its address, its
+# rate, another agent's id, a body too large, a Content-Encoding that is broken or not supported,
+# not UTF-8 JSON or of the wrong shape, results the rules refuse (each of those counted by its
+# own reason in results_refused: REFUSAL_REASONS).
+REJECTION_REASONS = ("token", "auth_rate_limit", "rate_limit", "identity", "too_large", "encoding", "not_json",
+                     "schema", "invalid")
+# Requests refused by a limit that protects the collector rather than for what they said: too
+# many failed tokens from one address, too many anonymous heavy reads from one address, too many
+# reports and claims being computed already.
+THROTTLE_REASONS = ("auth_rate_limit", "public_rate_limit", "busy")
+# Which token a request with a wrong one was after (agent endpoints, admin actions and private reads).
+AUTH_FAILURE_KINDS = ("agent", "admin")
 WINDOW_EVENT_KINDS = ("verified", "resolved", "withdrawn")
 
 
@@ -54,6 +62,15 @@ class CollectorMetrics:
             "results_refused", "Results refused in a refused batch, by the reason of each.", ["reason"],
             namespace=NAMESPACE, registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "auth_failures", "Requests refused for a wrong token, by the kind of token needed (agent, admin).", ["kind"],
+            namespace=NAMESPACE, registry=self.registry,
+        )
+        self.throttled = Counter(
+            "requests_throttled", "Requests refused by a limit protecting the collector, by reason "
+            "(auth_rate_limit, public_rate_limit, busy).", ["reason"],
+            namespace=NAMESPACE, registry=self.registry,
+        )
         self.evaluation_seconds = Histogram(
             "evaluation_duration_seconds", "Time one evaluation tick took.",
             namespace=NAMESPACE, registry=self.registry,
@@ -69,6 +86,10 @@ class CollectorMetrics:
             self.rejections.labels(reason)
         for reason in REFUSAL_REASONS:
             self.refused.labels(reason)
+        for kind in AUTH_FAILURE_KINDS:
+            self.auth_failures.labels(kind)
+        for reason in THROTTLE_REASONS:
+            self.throttled.labels(reason)
 
     def attach(self, state: Any) -> None:  # a CollectorState, which owns the metrics
         for policy in state.policies:

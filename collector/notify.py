@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collector.config import NotificationSink
 from collector.db import Notification
+from protocol.redact import redact_check, redact_text
 
 log = logging.getLogger("uptime.collector.notify")
 
@@ -47,6 +48,21 @@ def _json_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def redact_payload(value: Any) -> Any:
+    """A payload as it may leave the collector: a receiver is no agent a check is assigned to, so
+    a check definition in it shows its credentials redacted, and so does any URL in its text
+    (protocol/redact.py). Applied before the outbox row is written: the table holds no secret either."""
+    if isinstance(value, dict):
+        if "headers" in value or "url" in value or "steps" in value:
+            value = redact_check(value)
+        return {k: redact_payload(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_payload(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -62,9 +78,10 @@ async def enqueue(
 ) -> int:
     """Write the fact to the outbox for every sink that wants it; returns how many rows were meant."""
     now = datetime.now(timezone.utc)
+    body = redact_payload(json.loads(json.dumps({"event": event, **payload}, default=_json_default)))
     rows = [
         {"dedupe_key": f"{sink.name}|{event}|{key}"[:255], "sink": sink.name, "event": event,
-         "payload": json.loads(json.dumps({"event": event, **payload}, default=_json_default)),
+         "payload": body,
          "created_at": now, "next_attempt_at": now, "attempts": 0}
         for sink in sinks if event in sink.events
     ]

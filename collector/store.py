@@ -11,7 +11,10 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from collector.db import Agent, Check, ContractPolicy, IngestMark, Lease, Maintenance, OutageWindow, Result, RoundSummary
+from collector.db import (
+    Agent, Check, ContractPolicy, IngestMark, Lease, Maintenance, OutageWindow, PolicyProgress, Result, RoundRun,
+    RoundSummary,
+)
 from collector.rules.model import Observation
 
 
@@ -23,6 +26,10 @@ def utcnow() -> datetime:
 class IngestOutcome:
     accepted: int
     duplicates: int
+    # Results refused because their agent already voted in that check and slot, as the 422's
+    # `rejected` entries (index into the rows given, id, reason "conflict", error). A caller that
+    # gets any must not commit: the batch is refused whole.
+    conflicts: tuple[dict[str, Any], ...] = ()
 
 
 async def sync_agents(session: AsyncSession, entries: Iterable[tuple[str, str | None]]) -> None:
@@ -127,12 +134,36 @@ async def list_agents(session: AsyncSession) -> list[Agent]:
     return list((await session.scalars(select(Agent).order_by(Agent.id))).all())
 
 
-async def add_maintenance(session: AsyncSession, policy: str, kind: str, announced: datetime, start: datetime,
-                          end: datetime, note: str) -> Maintenance:
-    row = Maintenance(policy=policy, kind=kind, announced=announced, start=start, end=end, note=note, created_at=utcnow())
+async def add_maintenance(session: AsyncSession, policy: str, kind: str, start: datetime, end: datetime, note: str,
+                          *, recorded_by: str, stated_announced: datetime | None = None, author: str = "",
+                          now: datetime | None = None) -> Maintenance:
+    """Record an announcement; `recorded_at` is this process's clock (`now` only for tests)."""
+    row = Maintenance(policy=policy, kind=kind, start=start, end=end, note=note, recorded_at=now or utcnow(),
+                      recorded_by=recorded_by, author=author, stated_announced=stated_announced)
     session.add(row)
     await session.flush()
     return row
+
+
+async def list_maintenance(session: AsyncSession, policy: str | None = None) -> list[Maintenance]:
+    """Every announcement (cancelled ones too), of one policy or all, in start order."""
+    stmt = select(Maintenance).order_by(Maintenance.start, Maintenance.id)
+    if policy is not None:
+        stmt = stmt.where(Maintenance.policy == policy)
+    return list((await session.scalars(stmt)).all())
+
+
+async def cancel_maintenance(session: AsyncSession, maintenance_id: int, *, cancelled_by: str,
+                             reason: str) -> tuple[Maintenance | None, bool]:
+    """Mark an announcement cancelled: (row, True); (row, False) when it already was; (None,
+    False) when there is none. A conditional UPDATE, so two cancellations racing cannot both
+    win and the first one's time and reason stand."""
+    done = await session.execute(
+        update(Maintenance).where(Maintenance.id == maintenance_id, Maintenance.cancelled_at.is_(None))
+        .values(cancelled_at=utcnow(), cancelled_by=cancelled_by, cancel_reason=reason)
+        .execution_options(synchronize_session=False))
+    row = await session.get(Maintenance, maintenance_id, populate_existing=True)
+    return row, done.rowcount == 1
 
 
 async def agent_by_token_hash(session: AsyncSession, token_hash: str) -> Agent | None:
@@ -152,11 +183,50 @@ def _dialect(session: AsyncSession) -> str:
 
 def _insert_ignoring_duplicates(session: AsyncSession):
     # Core, on the table: the ORM's bulk path splices the RETURNING rows of every sub-batch
-    # together row by row, which cost more than the insert itself.
+    # together row by row, which cost more than the insert itself. No conflict target: a row is
+    # left out when it repeats a stored result id of its agent (a duplicate) or a stored vote of
+    # its agent in its check and slot (a conflict); insert_results tells the two apart.
     table = Result.__table__
     if _dialect(session) == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["result_id"])
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["result_id"])
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+# Bound parameters per IN list, well below SQLite's and asyncpg's limits of about 32 000.
+IN_CHUNK = 1000
+
+
+async def _stored_ids(session: AsyncSession, agent_id: str, ids: Sequence[str]) -> set[str]:
+    """Which of `ids` the agent has stored (now, in this transaction, or by a committed racer)."""
+    found: set[str] = set()
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = list(ids[i:i + IN_CHUNK])
+        found.update((await session.scalars(
+            select(Result.result_id).where(Result.agent_id == agent_id, Result.result_id.in_(chunk)))).all())
+    return found
+
+
+async def _standing_votes(session: AsyncSession, agent_id: str,
+                          keys: Iterable[tuple[str, datetime]]) -> dict[tuple[str, datetime], tuple[str, bool]]:
+    """The agent's stored vote (result id, ok) in each of the given (check, slot)."""
+    by_check: dict[str, set[datetime]] = {}
+    for check, slot in keys:
+        by_check.setdefault(check, set()).add(slot)
+    out: dict[tuple[str, datetime], tuple[str, bool]] = {}
+    for check, slots in by_check.items():
+        ordered = sorted(slots)
+        for i in range(0, len(ordered), IN_CHUNK):
+            rows = await session.execute(
+                select(Result.slot, Result.result_id, Result.ok).where(
+                    Result.agent_id == agent_id, Result.check == check, Result.slot.in_(ordered[i:i + IN_CHUNK])))
+            out.update({(check, slot): (rid, bool(ok)) for slot, rid, ok in rows.all()})
+    return out
+
+
+def _conflict(index: int, row: dict[str, Any], agent_id: str, standing: str) -> dict[str, Any]:
+    return {"index": index, "id": row["result_id"], "reason": "conflict",
+            "error": f"results[{index}].slot: agent {agent_id!r} already voted in slot {row['slot'].isoformat()} "
+                     f"of check {row['check']!r} ({standing}); the first vote stands and is never replaced"}
 
 
 # Slots of one check further apart than this in one batch are marked as separate stretches, so
@@ -185,25 +255,64 @@ def marks_of(rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[datetime, d
 
 async def insert_results(session: AsyncSession, agent_id: str, rows: Sequence[dict[str, Any]], *,
                          replica: str = "import") -> IngestOutcome:
-    """Store a batch idempotently: a result id already stored (a replayed batch) is not stored twice.
+    """Store a batch: one vote per agent, check and slot, and the first one stored stands.
 
-    One INSERT … ON CONFLICT DO NOTHING RETURNING for the batch: the ids it returns are the ones
-    stored now, so duplicates are counted exactly even when two collectors race (the unique index
-    lets only one of them insert a given id). The batch's ingest marks are written in the same
-    transaction, so other replicas learn of the new evidence exactly when it becomes visible."""
+    1. A result id seen before in the batch is a duplicate; a second result for a (check, slot)
+       already taken earlier in the batch is held back. 2. One INSERT … ON CONFLICT DO NOTHING
+       RETURNING for the rest: the ids it returns are stored now. 3. Every result not stored is a
+       duplicate if its agent has its id stored (a replayed batch: acknowledged), else a
+       conflict: the agent already voted in that slot under another id (refused).
+    The unique constraints decide, not a read before the insert, so that two collectors racing
+    on one database still keep exactly one vote and count duplicates exactly: PostgreSQL makes
+    the second inserter wait for the first to commit, then leaves the row out. The batch's
+    ingest marks are written in the same transaction, so other replicas learn of the new
+    evidence exactly when it becomes visible."""
     if not rows:
         return IngestOutcome(0, 0)
-    unique: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        unique.setdefault(row["result_id"], row)
-    values = [dict(r, agent_id=agent_id) for r in unique.values()]
-    stored = (await session.execute(_insert_ignoring_duplicates(session).returning(Result.result_id), values)).all()
+    seen_ids: set[str] = set()
+    claimed: dict[tuple[str, datetime], int] = {}  # (check, slot) -> index of the batch's first vote there
+    insert_at: dict[str, int] = {}  # result id -> index, of the rows offered to the database
+    held: dict[str, int] = {}  # result id -> index, of later votes in a slot the batch already votes in
+    repeated = 0
+    for i, row in enumerate(rows):
+        rid = row["result_id"]
+        if rid in seen_ids:
+            repeated += 1
+            continue
+        seen_ids.add(rid)
+        key = (row["check"], row["slot"])
+        if key in claimed:
+            held[rid] = i
+        else:
+            claimed[key] = i
+            insert_at[rid] = i
+    values = [dict(rows[i], agent_id=agent_id) for i in insert_at.values()]
+    stored = set((await session.execute(_insert_ignoring_duplicates(session).returning(Result.result_id), values))
+                 .scalars().all())
+    left_out = {rid: i for rid, i in insert_at.items() if rid not in stored}
+    left_out.update(held)
+    again = await _stored_ids(session, agent_id, list(left_out)) if left_out else set()
+    refused = sorted(i for rid, i in left_out.items() if rid not in again)
+    conflicts: list[dict[str, Any]] = []
+    if refused:
+        standing = await _standing_votes(session, agent_id, [(rows[i]["check"], rows[i]["slot"]) for i in refused])
+        for i in refused:
+            key = (rows[i]["check"], rows[i]["slot"])
+            first = claimed[key]
+            if first != i and rows[first]["result_id"] in stored:
+                what = f"results[{first}] of this batch"
+            elif key in standing:
+                rid, ok = standing[key]
+                what = f"stored result {rid!r}, {'ok' if ok else 'failed'}"
+            else:
+                what = "another result"
+            conflicts.append(_conflict(i, rows[i], agent_id, what))
     if stored:
         now = rows[0].get("received_at") or utcnow()
         marks = [{"replica": replica, "check": check, "slot_from": lo, "slot_to": hi, "received_at": now}
                  for check, stretches in marks_of(rows).items() for lo, hi in stretches]
         await session.execute(insert(IngestMark), marks)
-    return IngestOutcome(accepted=len(stored), duplicates=len(rows) - len(stored))
+    return IngestOutcome(accepted=len(stored), duplicates=repeated + len(again), conflicts=tuple(conflicts))
 
 
 async def load_observations(
@@ -214,13 +323,15 @@ async def load_observations(
     succeeded, so a summary row stands for its raw rows exactly (and overlap is harmless)."""
     checks = list(checks)
     stmt = (
-        select(Result.agent_id, Result.check, Result.slot, Result.ok)
+        select(Result.agent_id, Result.check, Result.slot, Result.ok, Result.degraded)
         .where(Result.check.in_(checks), Result.slot >= start, Result.slot < end)
     )
-    out = [Observation(agent=a, check=c, ts=s, ok=bool(ok)) for a, c, s, ok in (await session.execute(stmt)).all()]
+    out = [Observation(agent=a, check=c, ts=s, ok=bool(ok), degraded=bool(ok and slow))
+           for a, c, s, ok, slow in (await session.execute(stmt)).all()]
     summaries = select(RoundSummary).where(RoundSummary.check.in_(checks), RoundSummary.slot >= start, RoundSummary.slot < end)
     for row in (await session.scalars(summaries)).all():
-        out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=True) for a in row.succeeded)
+        slow = set(row.degraded or ())
+        out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=True, degraded=a in slow) for a in row.succeeded)
         out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=False) for a in row.failed)
     return out
 
@@ -282,17 +393,20 @@ async def roll_up_and_expire(session: AsyncSession, cutoff: datetime, max_rows: 
     removed = 0
     for check in checks:
         rows = (await session.execute(
-            select(Result.slot, Result.agent_id, Result.ok).where(Result.check == check, Result.slot < cutoff)
+            select(Result.slot, Result.agent_id, Result.ok, Result.degraded).where(Result.check == check, Result.slot < cutoff)
             .order_by(Result.slot).limit(max_rows)
         )).all()
         boundary = cutoff
         if len(rows) == max_rows:
             boundary = rows[-1][0]  # that slot may continue past the limit: it waits for the next call
         verdicts: dict[datetime, dict[str, bool]] = {}
-        for slot, agent, ok in rows:
+        slow: dict[datetime, set[str]] = {}  # agents whose success in the slot was degraded
+        for slot, agent, ok, degraded in rows:
             if slot < boundary:
                 group = verdicts.setdefault(slot, {})
                 group[agent] = group.get(agent, False) or bool(ok)
+                if ok and degraded:
+                    slow.setdefault(slot, set()).add(agent)
         existing = {r.slot: r for r in (await session.scalars(
             select(RoundSummary).where(RoundSummary.check == check, RoundSummary.slot.in_(list(verdicts)))
         )).all()} if verdicts else {}
@@ -305,9 +419,11 @@ async def roll_up_and_expire(session: AsyncSession, cutoff: datetime, max_rows: 
                     group.setdefault(a, False)
                 row.succeeded = sorted(a for a, ok in group.items() if ok)
                 row.failed = sorted(a for a, ok in group.items() if not ok)
+                row.degraded = sorted(set(row.degraded or ()) | slow.get(slot, set())) or None
             else:
                 session.add(RoundSummary(check=check, slot=slot, succeeded=sorted(a for a, ok in group.items() if ok),
-                                         failed=sorted(a for a, ok in group.items() if not ok)))
+                                         failed=sorted(a for a, ok in group.items() if not ok),
+                                         degraded=sorted(slow.get(slot, ())) or None))
         await session.flush()
         result = await session.execute(delete(Result).where(Result.check == check, Result.slot < boundary))
         removed += result.rowcount
@@ -370,3 +486,59 @@ async def replace_windows(
             session.add(row)
             after.append(row)
     return before, after
+
+
+# --- runs of non-UP rounds and evaluation progress (the status page's rollup) ----------------
+
+
+async def replace_runs(session: AsyncSession, policy: str, start: datetime, end: datetime,
+                       runs: Sequence[Any], judged_until: datetime | None = None) -> None:
+    """Make the policy's stored runs inside [start, end) exactly `runs` (judged again there).
+
+    A stored run that crosses an edge of the range keeps its part outside it, so that every
+    instant is covered by at most one run whichever ranges the evaluator judged. With
+    `judged_until`, the policy's progress moves to it (never back)."""
+    crossing = select(RoundRun).where(RoundRun.policy == policy, RoundRun.start < end, RoundRun.end > start)
+    for row in (await session.scalars(crossing)).all():
+        if row.start < start and row.end > end:      # the range lies inside it: split in two
+            session.add(RoundRun(policy=policy, start=end, end=row.end, verdict=row.verdict))
+            row.end = start
+        elif row.start < start:
+            row.end = start
+        elif row.end > end:
+            row.start = end
+        else:
+            await session.delete(row)
+    await session.flush()
+    if runs:
+        await session.execute(insert(RoundRun), [
+            {"policy": policy, "start": max(r.start, start), "end": min(r.end, end), "verdict": r.verdict.value}
+            for r in runs if min(r.end, end) > max(r.start, start)])
+    if judged_until is not None:
+        row = await session.get(PolicyProgress, policy)
+        if row is None:
+            session.add(PolicyProgress(policy=policy, judged_until=judged_until))
+        elif judged_until > row.judged_until:
+            row.judged_until = judged_until
+
+
+async def runs_since(session: AsyncSession, policies: Sequence[str], since: datetime) -> dict[str, list[RoundRun]]:
+    """Each policy's runs that end after `since`, oldest first."""
+    stmt = (select(RoundRun).where(RoundRun.policy.in_(list(policies)), RoundRun.end > since)
+            .order_by(RoundRun.policy, RoundRun.start))
+    out: dict[str, list[RoundRun]] = {}
+    for row in (await session.scalars(stmt)).all():
+        out.setdefault(row.policy, []).append(row)
+    return out
+
+
+async def last_run_ends(session: AsyncSession, policies: Sequence[str]) -> dict[str, datetime]:
+    """When each policy's latest non-UP run ended: an up service is up since then."""
+    stmt = (select(RoundRun.policy, func.max(RoundRun.end)).where(RoundRun.policy.in_(list(policies)))
+            .group_by(RoundRun.policy))
+    return {p: end for p, end in (await session.execute(stmt)).all()}
+
+
+async def judged_until(session: AsyncSession, policies: Sequence[str]) -> dict[str, datetime]:
+    stmt = select(PolicyProgress.policy, PolicyProgress.judged_until).where(PolicyProgress.policy.in_(list(policies)))
+    return {p: t for p, t in (await session.execute(stmt)).all()}

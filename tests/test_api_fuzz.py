@@ -1,14 +1,18 @@
-"""Fuzz the ingest and admin endpoints from the published OpenAPI description (schemathesis):
-whatever a client sends, the collector answers with a 4xx naming the problem, never a 500."""
+"""Fuzz the ingest and admin endpoints from the published OpenAPI description (schemathesis), and
+their bodies' bytes, Content-Encoding and charset (hypothesis): whatever a client sends, the
+collector answers with a 4xx naming the problem, never a 500."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import http.client
+import json
 import os
 import socket
 import threading
 import uuid
+import zlib
 from pathlib import Path
 
 import asyncpg
@@ -42,6 +46,10 @@ class LiveCollector:
             "database_url": database_url or f"sqlite+aiosqlite:///{tmp / 'fuzz.sqlite'}",
             "admin_token": ADMIN_TOKEN,
             "rate_limit": {"requests_per_second": 100000, "burst": 100000},
+            # every request comes from 127.0.0.1, many with a fuzzed token: the per-address limits
+            # would soon answer everything 429 and hide what the handlers do
+            "auth_failure_limit": {"requests_per_second": 100000, "burst": 100000},
+            "public_rate_limit": {"requests_per_second": 100000, "burst": 100000},
             "agents": [{"id": "fuzzer", "token": AGENT_TOKEN}],
             "checks": [{"name": "web", "type": "http", "interval": 60, "url": "http://127.0.0.1:1/"}],
             "policies": [{"name": "sla", "preset": "nexcess", "components": ["web"]}],
@@ -135,3 +143,70 @@ def test_no_authorization_header_produces_a_server_error(live, scheme, token, wh
     finally:
         conn.close()
     assert status < 500, f"{method} {path} with Authorization {scheme + token!r}: {status} {body[:200]!r}"
+
+
+# Every endpoint that reads a body, with the token it needs.
+BODY_ENDPOINTS = [("POST", "/api/v1/results", AGENT_TOKEN), ("POST", "/api/v1/heartbeat", AGENT_TOKEN),
+                  ("PUT", "/api/v1/checks/fuzzed", ADMIN_TOKEN), ("PUT", "/api/v1/policies/fuzzed", ADMIN_TOKEN),
+                  ("POST", "/api/v1/maintenance", ADMIN_TOKEN), ("POST", "/api/v1/agents", ADMIN_TOKEN)]
+# Documents close to what the endpoints accept, so that the decoding is what gets varied.
+DOCUMENTS = st.sampled_from([
+    {"agent": "fuzzer", "results": [{"id": "fuzz-0001", "check": "web", "slot": "2026-11-01T00:00:00Z",
+                                     "started": "2026-11-01T00:00:01Z", "ok": True, "latency_ms": 1.5,
+                                     "detail": "caf\u00e9 \u2603 \U0001f600 a\x00b"}]},
+    {"agent": "fuzzer", "clock_offset_seconds": 0.25, "spool_results": 3},
+    {"type": "http", "interval": 60, "url": "http://127.0.0.1:1/", "headers": {"X-\u00e9": "\u2603"}},
+    {"preset": "nexcess", "components": ["web"]},
+    {"policy": "sla", "kind": "scheduled", "announced": "2026-10-01T00:00:00Z", "start": "2026-10-03T10:00:00Z",
+     "end": "2026-10-03T11:00:00Z", "note": "\ufeff\u0000\ud7ff"},
+    {"id": "fuzz-agent"},
+]) | st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+                  lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                  max_leaves=12)
+TEXT_CODECS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "latin-1", "cp1252"]
+COMPRESSIONS = {
+    "none": lambda b: b,
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "raw deflate": lambda b: zlib.compress(b)[2:-4],
+    "gzip, trailing bytes": lambda b: gzip.compress(b) + b"\x00junk",
+    "gzip, truncated": lambda b: gzip.compress(b)[:-6],
+    "gzip twice": lambda b: gzip.compress(gzip.compress(b)),
+}
+CODINGS = ["", "gzip", "deflate", "identity", "br", "zstd", "x-gzip", "gzip, gzip", "compress", "GZip", " deflate ",
+           "\u00e9", "*", "gzip;q=1"]
+CHARSETS = [None, "utf-8", "UTF-8", "utf-16", "utf-32", "latin-1", "bogus", ""]
+
+
+@st.composite
+def hostile_bodies(draw) -> tuple[bytes, str, str | None]:
+    if draw(st.booleans()):
+        raw = draw(st.binary(max_size=400))
+    else:
+        text = json.dumps(draw(DOCUMENTS), ensure_ascii=draw(st.booleans()))
+        raw = text.encode(draw(st.sampled_from(TEXT_CODECS)), errors="replace")
+    raw = COMPRESSIONS[draw(st.sampled_from(sorted(COMPRESSIONS)))](raw)
+    return raw, draw(st.sampled_from(CODINGS)), draw(st.sampled_from(CHARSETS))
+
+
+@given(body=hostile_bodies(), where=st.sampled_from(BODY_ENDPOINTS))
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_body_encoding_produces_a_server_error(live, body, where) -> None:
+    data, coding, charset = body
+    method, path, token = where
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putheader("Authorization", f"Bearer {token}")
+        conn.putheader("Content-Type", "application/json" + (f"; charset={charset}" if charset is not None else ""))
+        if coding:
+            conn.putheader("Content-Encoding", coding.encode("latin-1", errors="replace"))
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders(data)
+        response = conn.getresponse()
+        status, reply = response.status, response.read()
+    finally:
+        conn.close()
+    assert status < 500, f"{method} {path} Content-Encoding {coding!r} charset {charset!r} {data[:80]!r}: {status} {reply[:300]!r}"
+    if 400 <= status < 500 and response.getheader("Content-Type", "").startswith("application/json"):
+        assert json.loads(reply).get("error"), f"{path}: a {status} must say what is wrong"

@@ -105,6 +105,25 @@ async def test_a_check_is_created_replaced_and_removed_and_agents_see_it(databas
     ("bad name!", {"type": "http", "interval": "1m", "url": "http://h/"}, 422, "name"),
     # the contract policy (nexcess: 1-minute polls) cannot be fed by a 10-minute check
     ("web", {**WEB, "interval": "10m"}, 409, "policy 'contract'"),
+    # checks that could never succeed; the messages show no credential
+    ("x", {"type": "http", "interval": "1m", "url": "https://ops:hunter22@h/", "headers": {"Authorization": "Bearer t0ken"}},
+     422, "headers.Authorization: conflicts with the user info in url 'https://ops:<redacted>@h/': give the credentials "
+          "either in the url or in the Authorization header, not both"),
+    ("x", {"type": "http", "interval": "1m", "url": "ftp://ops:hunter22@h/"}, 422,
+     "url: invalid url 'ftp://ops:<redacted>@h/': scheme must be http or https"),
+    ("x", {"type": "http", "interval": "1m", "url": "http://h/", "headers": {"X-Api-Key": 12345678}}, 422,
+     "headers.X-Api-Key: input should be a valid string"),
+    ("x", {"type": "http", "interval": "1m", "url": "http://h/", "headers": {"X-Trace": "a\r\nX-Evil: 1"}}, 422,
+     "headers.X-Trace: header value must not contain CR, LF or NUL"),
+    ("x", {"type": "http", "interval": "1m", "url": "http://h/", "headers": {"Bad Name": "v"}}, 422,
+     "headers.Bad Name: invalid header name 'Bad Name'"),
+    ("x", {"type": "http", "interval": "1m", "url": "http://h/", "method": "HEAD", "body_match": "ok"}, 422,
+     "body_match: a HEAD response has no body, so it can never match"),
+    # a read answer (secrets shown redacted) sent back as it was
+    ("x", {"type": "http", "interval": "1m", "url": "https://ops:<redacted>@h/"}, 422,
+     "url: holds <redacted>, the placeholder reads of a check show in place of a credential: give the real value"),
+    ("x", {"type": "http", "interval": "1m", "url": "http://h/", "headers": {"X-Api-Key": "<redacted>"}}, 422,
+     "headers.X-Api-Key: holds <redacted>"),
 ])
 async def test_a_bad_check_is_refused_with_the_field_named_and_nothing_changes(
         database_url, aiohttp_client, name, body, status, message) -> None:
@@ -113,6 +132,7 @@ async def test_a_bad_check_is_refused_with_the_field_named_and_nothing_changes(
     resp = await client.put(f"/api/v1/checks/{name}", json=body, headers=ADMIN)
     assert resp.status == status, await resp.text()
     assert message in (await resp.json())["error"]
+    assert "hunter22" not in await resp.text() and "12345678" not in await resp.text()
     assert await assigned(client) == (etag, before)
 
 

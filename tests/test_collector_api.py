@@ -259,8 +259,10 @@ async def test_rate_limit_answers_429_and_counts_it(admin_api) -> None:
 
 
 async def test_maintenance_is_announced_and_judged_in_the_report(admin_api) -> None:
-    m = {"policy": "sla", "kind": "scheduled", "announced": "2026-10-01T00:00:00Z",
-         "start": "2026-10-03T10:00:00Z", "end": "2026-10-03T11:00:00Z", "note": "switch upgrade"}
+    # recorded now, for tomorrow: Nexcess scheduled maintenance recorded by its start is compliant
+    start = (datetime.now(timezone.utc) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    m = {"policy": "sla", "kind": "scheduled", "start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat(),
+         "note": "switch upgrade"}
     assert (await admin_api.post("/api/v1/maintenance", json=m)).status == 401
     resp = await admin_api.post("/api/v1/maintenance", json=m, headers=ADMIN)
     assert resp.status == 201, await resp.text()
@@ -268,9 +270,11 @@ async def test_maintenance_is_announced_and_judged_in_the_report(admin_api) -> N
     assert bad.status == 422
     assert "accepts no maintenance of kind 'normal'" in (await bad.json())["error"]
     listed = (await (await admin_api.get("/api/v1/maintenance", params={"policy": "sla"})).json())["maintenance"]
-    assert [x["start"] for x in listed] == ["2026-10-03T10:00:00Z"]
-    report = await (await admin_api.get("/api/v1/reports/sla", params={"period": "2026-10"})).json()
+    assert [x["start"] for x in listed] == [start.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    assert listed[0]["recorded_by"] == "api" and listed[0]["cancelled"] is False
+    report = await (await admin_api.get("/api/v1/reports/sla", params={"period": f"{start:%Y-%m}"})).json()
     assert report["maintenance"][0]["compliant"] is True
+    assert report["maintenance"][0]["notice"]["rule"] == "by_start"
 
 
 async def test_heartbeat_records_clock_offset_and_flags_skew(admin_api) -> None:

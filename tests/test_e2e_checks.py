@@ -70,6 +70,7 @@ async def test_agents_take_up_created_changed_and_removed_checks(tmp_path: Path)
         "collector": {"url": base, "flush_interval": "200ms", "assignments_interval": "500ms"},
         "metrics": {"listen": "127.0.0.1:0"},
         "spool": {"path": str(tmp_path / "spool-{agent_id}.sqlite")},
+        "guard": {"block_private": False},  # the assigned checks probe 127.0.0.1
     }))
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -148,6 +148,7 @@ async def test_fleet_of_six_agents_verifies_the_exact_window(tmp_path: Path) -> 
         "collector": {"url": base, "flush_interval": "200ms", "heartbeat_interval": "2s"},
         "metrics": {"listen": "127.0.0.1:0"},
         "spool": {"path": str(tmp_path / "spool-{agent_id}.sqlite")},
+        "guard": {"block_private": False},  # the assigned checks probe 127.0.0.1
     }
     (tmp_path / "agent.yml").write_text(yaml.safe_dump(agent_cfg))
     logs = tmp_path / "logs"

@@ -68,7 +68,8 @@ async def test_killing_the_evaluating_collector_changes_no_window(database_url: 
     for n, a in enumerate(AGENTS):
         (tmp_path / f"agent-{a}.yml").write_text(yaml.safe_dump({
             "collector": {"url": bases[n % 2], "flush_interval": "200ms", "heartbeat_interval": "2s"},
-            "metrics": {"listen": "127.0.0.1:0"}, "spool": {"path": str(tmp_path / "spool-{agent_id}.sqlite")}}))
+            "metrics": {"listen": "127.0.0.1:0"}, "spool": {"path": str(tmp_path / "spool-{agent_id}.sqlite")},
+            "guard": {"block_private": False}}))  # the assigned checks probe 127.0.0.1
         agents.append(subprocess.Popen(
             [console_script("uptime-agent"), "run", "--config", str(tmp_path / f"agent-{a}.yml"), "--id", a],
             env={**os.environ, "UPTIME_AGENT_TOKEN": tokens[a]}, stdout=open(logs / f"{a}.log", "w"),

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-import netns
-from netns import Fleet, http_check, icmp_check, z
+from netlab.fleet import Fleet, TerminalReport, http_check, icmp_check, z
+from netlab.lab import Lab, require_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -43,14 +43,14 @@ REPLAY_LIMIT = 900.0  # seconds for the whole backlog to reach the collector (ab
 
 @pytest.fixture
 def lab():
-    netns.require_lab()  # skips without root, ip or iptables; fails instead under CI
-    with netns.Lab([AGENT]) as lab:
+    require_lab()  # skips without root, ip or iptables; fails instead under CI
+    with Lab([AGENT]) as lab:
         yield lab
 
 
 @pytest.fixture
 def report(capsys):
-    return netns.TerminalReport(capsys)
+    return TerminalReport(capsys)
 
 
 async def fill_spool(path: Path, total: int, before: datetime) -> tuple[int, tuple[datetime, datetime]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from netns import console_script
+from netlab.fleet import console_script
 
 pytestmark = pytest.mark.e2e
 

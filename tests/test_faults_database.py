@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import netns
-from netns import COLLECTOR_PORT, Fleet, http_check, icmp_check, slot_of, utcnow, z
+from netlab.fleet import Fleet, TerminalReport, http_check, icmp_check, slot_of, utcnow, z
+from netlab.lab import COLLECTOR_PORT, Lab, require_lab
+from netlab.postgres import Postgres, require_postgres_server
 from test_faults_kills import continuity_problems
 
 pytestmark = pytest.mark.e2e
@@ -30,15 +31,15 @@ DOWN_SECONDS = 8.0
 @pytest.fixture
 def lab():
     # skip without root, ip, iptables or the PostgreSQL server binaries; fail instead under CI
-    netns.require_lab()
-    netns.require_postgres_server()
-    with netns.Lab(AGENTS) as lab:
+    require_lab()
+    require_postgres_server()
+    with Lab(AGENTS) as lab:
         yield lab
 
 
 @pytest.fixture
 def report(capsys):
-    return netns.TerminalReport(capsys)
+    return TerminalReport(capsys)
 
 
 async def test_database_restarted_under_load(lab, tmp_path: Path, report) -> None:
@@ -50,7 +51,7 @@ async def test_database_restarted_under_load(lab, tmp_path: Path, report) -> Non
     started = time.monotonic()
     logs = tmp_path / "logs"
     logs.mkdir()
-    pg = netns.Postgres(lab["collector"], logs).init()
+    pg = Postgres(lab["collector"], logs).init()
     try:
         pg.start()
         pg.create_database()

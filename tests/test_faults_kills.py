@@ -1,5 +1,5 @@
 """Fault injection on real network hosts: `kill -9` of agents and of the collector while results
-are being shipped and ingested (tests/netns.py builds the hosts; the programs are the real ones).
+are being shipped and ingested (tests/netlab/ builds the hosts; the programs are the real ones).
 
 What "nothing lost" means here, exactly:
 * every result the collector acknowledged (answered 200 for, as the recording proxy in front of
@@ -29,8 +29,8 @@ from typing import Sequence
 
 import pytest
 
-import netns
-from netns import COLLECTOR_IP, Fleet, by_key, http_check, icmp_check, parse_ts, slot_of, utcnow
+from netlab.fleet import Fleet, TerminalReport, by_key, http_check, icmp_check, parse_ts, slot_of, utcnow
+from netlab.lab import COLLECTOR_IP, Lab, require_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +45,14 @@ CHURN_CHECKS = tuple(f"web{i}" for i in range(10)) + tuple(f"ping{i}" for i in r
 
 @pytest.fixture
 def lab():
-    netns.require_lab()  # skips without root, ip or iptables; fails instead under CI
-    with netns.Lab(AGENTS) as lab:
+    require_lab()  # skips without root, ip or iptables; fails instead under CI
+    with Lab(AGENTS) as lab:
         yield lab
 
 
 @pytest.fixture
 def report(capsys):
-    return netns.TerminalReport(capsys)
+    return TerminalReport(capsys)
 
 
 def fleet_checks() -> list[dict]:

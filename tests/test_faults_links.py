@@ -1,5 +1,5 @@
 """Fault injection on real network hosts: links cut between agents and the target, and between
-agents and the collector (tests/netns.py builds the hosts; the programs are the real ones).
+agents and the collector (tests/netlab/ builds the hosts; the programs are the real ones).
 
 Every scenario prints its figures: results produced, sent, acknowledged, stored, duplicates, lost.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import netns
-from netns import COLLECTOR_IP, TARGET_IP, Fleet, by_key, http_check, icmp_check, slot_of, sleep_until, utcnow, z
+from netlab.fleet import Fleet, TerminalReport, by_key, http_check, icmp_check, slot_of, sleep_until, utcnow, z
+from netlab.lab import COLLECTOR_IP, TARGET_IP, Lab, require_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -23,14 +23,14 @@ MID = timedelta(seconds=INTERVAL / 2)  # act mid-slot: that slot's probes are do
 
 @pytest.fixture
 def lab():
-    netns.require_lab()  # skips without root, ip or iptables; fails instead under CI
-    with netns.Lab() as lab:
+    require_lab()  # skips without root, ip or iptables; fails instead under CI
+    with Lab() as lab:
         yield lab
 
 
 @pytest.fixture
 def report(capsys):
-    return netns.TerminalReport(capsys)
+    return TerminalReport(capsys)
 
 
 def checks(min_duration: str = "6s") -> list[dict]:

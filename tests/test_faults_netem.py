@@ -1,11 +1,11 @@
 """Fault injection: packet loss and latency on the agents' links.
 
-The harness tries tc netem once per run (`netns.netem_support`) and uses it where the kernel has
+The harness tries tc netem once per run (`netlab.lab.netem_support`) and uses it where the kernel has
 it: netem on the agent's eth0 (loss and delay of what it sends) and on its bridge port (loss of
 what it receives). A kernel without sch_netem answers `tc qdisc add ... netem` with "Specified
 qdisc kind is unknown"; there the harness drops packets at random with iptables' `statistic`
 match (both directions of the agent's link) and delays them with an NFQUEUE daemon that holds
-every packet the agent sends for a fixed time before releasing it (tests/netns.py,
+every packet the agent sends for a fixed time before releasing it (tests/netlab/,
 `Lab.impair`). The figures name which of the two was used (`impairment=`). The probes, the
 shipping and the heartbeats of an impaired agent all cross the impaired link.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-import netns
-from netns import Fleet, by_key, http_check, icmp_check, parse_ts, sleep_until, slot_of, utcnow, z
+from netlab.fleet import Fleet, TerminalReport, by_key, http_check, icmp_check, parse_ts, sleep_until, slot_of, utcnow, z
+from netlab.lab import Lab, require_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +32,14 @@ OUTAGE_SLOTS = 5
 
 @pytest.fixture
 def lab():
-    netns.require_lab()  # skips without root, ip or iptables; fails instead under CI
-    with netns.Lab() as lab:
+    require_lab()  # skips without root, ip or iptables; fails instead under CI
+    with Lab() as lab:
         yield lab
 
 
 @pytest.fixture
 def report(capsys):
-    return netns.TerminalReport(capsys)
+    return TerminalReport(capsys)
 
 
 async def test_loss_and_latency_verdicts_follow_the_probes(lab, tmp_path: Path, report) -> None:

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from agent_helpers import agent_config, wait_until  # first: puts the repo on sys.path
 
-import netns
+from netlab.lab import isolated_host, require_lab
 
 from agent.config import ConfigError, HttpCheck, parse_config
 from agent.probers import ERRORS, RESULTS_BY_TYPE, http
@@ -134,11 +134,16 @@ def test_blocked_is_a_known_reason_of_http_results() -> None:
 
 def test_guard_config_is_validated() -> None:
     base = {"agent": {"id": "a1"}, "collector": {"url": "http://127.0.0.1:1", "token": "t"}}
-    assert parse_config(base).guard.block_private is False  # off unless asked for
+    default = parse_config(base).guard
+    assert default.block_private is None  # unset: on for assigned checks only
+    assert (default.applies(assigned=True), default.applies(assigned=False)) == (True, False)
+    off = parse_config({**base, "guard": {"block_private": False}}).guard
+    assert (off.applies(assigned=True), off.applies(assigned=False)) == (False, False)
     config = parse_config({**base, "guard": {"block_private": True, "allow": ["203.0.113.0/24", "2001:db8::1"]}})
     assert config.guard.block_private is True
     assert [str(n) for n in config.guard.networks()] == ["203.0.113.0/24", "2001:db8::1/128"]
-    assert parse_config({**base, "guard": None}).guard.block_private is False  # all keys commented out
+    assert config.guard.applies(assigned=False) is True  # true: local checks too
+    assert parse_config({**base, "guard": None}).guard.block_private is None  # all keys commented out
     with pytest.raises(ConfigError) as err:
         parse_config({**base, "guard": {"block_private": True, "allow": ["10.0.0.0/33"]}})
     assert str(err.value) == "guard.allow.0: invalid network '10.0.0.0/33': use an address or CIDR, e.g. 10.1.2.0/24"
@@ -348,8 +353,8 @@ async def test_a_redirect_to_a_decimal_loopback_host_is_blocked() -> None:
 async def test_metadata_and_ipv6_literals_are_blocked_without_a_packet() -> None:
     """Run in a namespace of its own with only loopback: had the guard let one through, the
     connection would fail there instead of reaching a real metadata service or private host."""
-    netns.require_lab()
-    with netns.isolated_host("ssrf") as host:
+    require_lab()
+    with isolated_host("ssrf") as host:
         await host.run_async(_literals_are_blocked)
 
 

@@ -176,3 +176,106 @@ def test_unknown_kind_is_an_input_error_naming_the_kinds():
     with pytest.raises(PolicyError, match=r"maintenance kind 'scheduled' is not accepted by policy "
                                           r"'haivision-vcms-write' \(accepted kinds: normal, urgent, upgrade\)"):
         judge(VCMS, ann("scheduled", ct(2026, 10, 3, 22), ct(2026, 10, 3, 23)))
+
+
+# -- notice judged from when the collector recorded the announcement -----------------------------
+
+def recorded(kind, start, end, *, at, stated=None, **kw):
+    """An announcement the collector recorded at `at`; `stated` is the time the operator states."""
+    return Announcement(kind, stated, start, end, recorded_at=at, recorded_by="api", **kw)
+
+
+def test_notice_is_judged_from_recorded_at_and_a_stated_time_only_where_trusted():
+    # NEXON Vision SLA §4.1: "notified Customers at least 24 hours in advance"
+    p = load_policy("nexon-vision")
+    start = datetime(2026, 11, 10, 2, tzinfo=UTC)
+    late = recorded("scheduled", start, start + H, at=start + 3 * H, stated=start - 9 * 24 * H)
+    [j] = judge(p, late)
+    assert rules_broken(j) == ["notice"] and j.allowed == ()
+    assert j.notice["rule"] == "min_notice" and j.notice["judged_from"] == "recorded_at"
+    assert j.notice["at"] == "2026-11-10T05:00:00Z" and j.notice["lead_seconds"] == -3 * 3600
+    assert j.broken_rules[0]["detail"] == (
+        "recorded 3h after its start; scheduled maintenance needs at least 1d notice (the stated announcement "
+        "time 2026-11-01T02:00:00Z does not count: the policy does not trust stated notice, trust_stated_notice: false)")
+    [trusted] = judge(p.with_overrides(trust_stated_notice=True), late)
+    assert trusted.compliant and trusted.allowed == ((start, start + H),)
+    assert trusted.notice["judged_from"] == "stated_announced" and trusted.notice["met"] is True
+    # a stated time later than the recording is never used: the earlier of the two is when notice was given
+    [own] = judge(p.with_overrides(trust_stated_notice=True),
+                  recorded("scheduled", start, start + H, at=start - 25 * H, stated=start - H))
+    assert own.compliant and own.notice["judged_from"] == "recorded_at"
+
+
+@pytest.mark.parametrize("after, compliant, given", [(3 * H, True, "3h"), (24 * H, True, "1d"),
+                                                      (25 * H, False, "25h")])
+def test_numezis_emergency_ex_post_notice_within_24_hours(after, compliant, given):
+    # Numezis SaaS SLA §4.2: "Numezis may intervene without prior notice. An ex post notification
+    # will be sent within 24 hours."
+    p = load_policy("numezis-business")
+    start = datetime(2026, 10, 10, 23, tzinfo=ZURICH).astimezone(UTC)
+    [j] = judge(p, recorded("emergency", start, start + 2 * H, at=start + after))
+    assert j.compliant is compliant and j.notice["rule"] == "after_start_within"
+    assert j.allowed == (((start, start + 2 * H),) if compliant else ())
+    expected = f"recorded {given} after its start; emergency maintenance may be notified up to 1d after it starts"
+    assert j.notice["detail"] == expected
+
+
+def test_maintenance_needing_no_minimum_notice_must_still_be_recorded_by_its_start():
+    numezis = load_policy("numezis-business")
+    start = datetime(2026, 10, 10, 23, tzinfo=ZURICH).astimezone(UTC)
+    # Numezis §4.1: 72 h only for more than 15 minutes; a 15-minute planned one is still planned ahead
+    on_time, after = judge(numezis, recorded("planned", start, start + 15 * M, at=start),
+                           recorded("planned", start, start + 15 * M, at=start + M))
+    assert on_time.compliant and on_time.notice["rule"] == "by_start"
+    assert rules_broken(after) == ["notice"]
+    assert "planned maintenance needs no minimum notice when it lasts at most 15m, but must be recorded by its start" \
+        in after.broken_rules[0]["detail"]
+    # Nexcess: scheduled work recorded by its start; emergency "when possible in advance", so at any time
+    nexcess = load_policy("nexcess")
+    day = datetime(2026, 11, 3, 10, tzinfo=UTC)
+    sched, emergency = judge(nexcess, recorded("scheduled", day, day + H, at=day + M),
+                             recorded("emergency", day, day + H, at=day + 10 * 24 * H))
+    assert rules_broken(sched) == ["notice"]
+    assert emergency.compliant and emergency.notice["rule"] == "after_start_any"
+    assert emergency.notice["detail"] == ("recorded 10d after its start; emergency maintenance may be notified at "
+                                          "any time, also after it starts")
+
+
+def test_cancelled_announcement_excludes_nothing_and_uses_no_budget():
+    start = ct(2026, 10, 6, 14)
+    cancelled = recorded("urgent", start, start + 15 * M, at=start - 4 * H, cancelled_at=start - 2 * H,
+                         cancel_reason="moved")
+    later = [recorded("urgent", ct(2026, 10, d, 14), ct(2026, 10, d, 14, 15), at=ct(2026, 10, d, 9)) for d in (7, 8)]
+    jc, j7, j8 = judge(VCMS, cancelled, *later)
+    assert rules_broken(jc) == ["cancelled"] and jc.allowed == ()
+    assert jc.broken_rules[0]["detail"] == ("cancelled at 2026-10-06T17:00:00Z (moved): a cancelled announcement "
+                                            "excludes nothing")
+    assert j7.compliant and j8.compliant          # the 30 minutes of the month are theirs
+
+
+def test_urgent_longer_than_its_continuous_maximum_excludes_per_the_policy_option():
+    # Haivision §4 table, urgent: "15 Minutes" continuous at most; the preset excludes the first 15
+    # minutes (up_to_max), the strict reading excludes nothing
+    start = ct(2026, 10, 6, 14)
+    long = Announcement("urgent", start - 3 * H, start, start + 40 * M)
+    [j] = judge(VCMS, long)
+    assert VCMS.maintenance["urgent"].over_max_continuous == "up_to_max"
+    assert j.allowed == ((start, start + 15 * M),)
+    strict = VCMS.with_overrides(maintenance={"urgent": {"over_max_continuous": "nothing"}})
+    [s] = judge(strict, long)
+    assert rules_broken(s) == ["continuous"] and s.allowed == ()
+    assert "none of it excludes anything (over_max_continuous: nothing)" in s.broken_rules[0]["detail"]
+
+
+@pytest.mark.parametrize("kind, message", [
+    ({"notice_after_start_within": "soon"},
+     "maintenance.emergency.notice_after_start_within: invalid duration 'soon' (give a duration such as 24h, or any "
+     "for no limit)"),
+    ({"min_notice": "1h", "notice_after_start_within": "24h"},
+     "maintenance.emergency: notice_after_start_within allows notice after the start, so min_notice must be 0 (it is 1h)"),
+    ({"over_max_continuous": "half"}, "maintenance.emergency.over_max_continuous: Input should be 'up_to_max' or 'nothing'"),
+])
+def test_bad_maintenance_options_are_named(kind, message):
+    with pytest.raises(PolicyError) as err:
+        load_policy("nexon-vision", maintenance={"emergency": kind})
+    assert message in str(err.value)

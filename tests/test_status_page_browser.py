@@ -109,7 +109,8 @@ def look_at_the_pages(base: str, h: History, profile: Path) -> None:
         assert "web: failed in 6 of 6 rounds; agents that failed: a1, a2, a3 in all 6 rounds" in web_outage.text
         legend = driver.find_element(By.CSS_SELECTOR, "ul.legend").text
         assert legend.split("\n") == ["100 %: no verified outage", "99 % to under 100 %", "95 % to under 99 %",
-                                      "under 95 %", "no data: no result that day"]
+                                      "under 95 %", "hatched: some rounds that day had no verdict (too few agents reported); not counted as up",
+                                      "grey: no data, no result that day"]
 
         # The evidence table is folded away until asked for.
         table = web_outage.find_element(By.CSS_SELECTOR, "details table")

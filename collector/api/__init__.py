@@ -12,7 +12,7 @@ from .agents import delete_agent, get_agents, post_agent
 from .checks import delete_check, get_check, get_checks, put_check
 from .common import LIMITER, STATE
 from .health import get_healthz, get_metrics, get_openapi
-from .maintenance import get_maintenance, post_maintenance
+from .maintenance import delete_maintenance, get_maintenance, post_maintenance
 from .middleware import error_middleware, ingest_count_middleware
 from .policies import delete_policy, get_policies, put_policy
 from .reports import get_claim, get_outages, get_report
@@ -31,6 +31,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/policies/{name}", delete_policy)
     app.router.add_post("/api/v1/maintenance", post_maintenance)
     app.router.add_get("/api/v1/maintenance", get_maintenance)
+    app.router.add_delete("/api/v1/maintenance/{id}", delete_maintenance)
     app.router.add_get("/api/v1/checks", get_checks)
     app.router.add_get("/api/v1/checks/{name}", get_check)
     app.router.add_put("/api/v1/checks/{name}", put_check)

@@ -12,6 +12,7 @@ from collector.checks import CheckError, check_policies_allow, entry_json, parse
 from collector.db import Check
 from collector.errors import RequestError
 from collector.service import CollectorState
+from protocol.redact import redact_check
 
 from .common import STATE, json_response, read_json, require_admin, require_read
 
@@ -19,7 +20,9 @@ log = logging.getLogger("uptime.collector.http")
 
 
 def check_json(state: CollectorState, name: str) -> dict[str, Any]:
-    return {**entry_json(state.checks[name]), "source": state.check_sources.get(name, "config"),
+    """A check as every reader sees it, admin included: credentials redacted (protocol/redact.py).
+    Only the agents a check is assigned to get it in full (GET /api/v1/assignments)."""
+    return {**redact_check(entry_json(state.checks[name])), "source": state.check_sources.get(name, "config"),
             "updated_at": state.check_updated.get(name)}
 
 async def get_checks(request: web.Request) -> web.Response:

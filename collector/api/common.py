@@ -4,10 +4,13 @@ query parameters, who is asking (an agent's token, the admin token) and reading 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from collector import store
 from collector.config import admin_token_matches, hash_token
@@ -72,18 +75,43 @@ def require_read(request: web.Request) -> None:
     if not request.app[STATE].config.public_reads:
         require_admin(request)
 
+# The content codings aiohttp decodes before a handler reads the body (RFC 9110 §8.4.1; br and
+# zstd only with their libraries installed, else aiohttp answers 400 itself). Any other value,
+# a list of codings included, would reach the JSON parser still encoded: refused by name.
+DECODED_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
+# Python refuses to convert longer integers (sys.get_int_max_str_digits, CVE-2020-10735).
+_LONG_NUMBER = re.compile(r"-?\d{4301,}")
+
+
 async def read_json(request: web.Request) -> Any:
+    """The request body as JSON: UTF-8 only (RFC 8259 §8.1), numbers only as JSON has them (no
+    NaN or Infinity, RFC 8259 §6), no NUL character in any string. Every refusal is a 4xx that
+    names the problem (and the encoding, the place or the field), never a 500."""
+    coding = ", ".join(v.strip() for v in request.headers.getall("Content-Encoding", ()) if v.strip())
+    if coding and coding.lower() not in DECODED_CODINGS and coding.lower() != "identity":
+        raise RequestError(f"Content-Encoding {coding!r} is not supported (send gzip, deflate or none)",
+                           reason="encoding")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise RequestError(f"request body larger than {request.app[STATE].config.max_body_bytes} bytes", 413,
                            reason="too_large") from None
+    except RequestPayloadError as err:
+        if isinstance(err.__cause__, ContentEncodingError):
+            # not gzip at all, trailing bytes after the gzip member, a broken deflate stream
+            raise RequestError(f"request body is not valid {coding.lower()} data (Content-Encoding: {coding})",
+                               reason="encoding") from None
+        raise RequestError("request body could not be read to its end", reason="not_json") from None
+    text = _utf8_text(raw, request)
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = json.loads(text, parse_constant=_not_a_number)
+    except json.JSONDecodeError as err:
         raise RequestError(f"request body is not JSON: {err}", reason="not_json") from None
     except RecursionError:
         raise RequestError("request body is nested too deeply", reason="not_json") from None
+    except ValueError:  # int() refused a number's digits: the only other ValueError json raises
+        raise RequestError(f"request body: number too long{_where_long_number(text)} (more than 4300 digits)",
+                           reason="not_json") from None
     # JSON carries U+0000 only escaped: look for the escape first (C speed), walk only then
     where = _nul_in(data) if b"\\u0000" in raw else None
     if where is not None:
@@ -91,6 +119,38 @@ async def read_json(request: web.Request) -> Any:
         # agent would retry for ever
         raise RequestError(f"{where or 'body'}: contains a NUL character (\\u0000)", 422, reason="schema")
     return data
+
+def _utf8_text(raw: bytes, request: web.Request) -> str:
+    """The body decoded strictly as UTF-8 (RFC 8259 §8.1: JSON between systems is UTF-8). A UTF-8
+    byte order mark is dropped, as the RFC allows a parser to; UTF-16 and UTF-32 are refused (a
+    NUL byte is their mark in JSON, and it is never valid in a UTF-8 JSON text)."""
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    charset = request.charset
+    declared = f" (Content-Type says charset={charset}; JSON has no charset but UTF-8)" if charset and \
+        charset.lower().replace("_", "-") not in ("utf-8", "utf8") else ""
+    if b"\x00" in raw or raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-32 LE mark starts as UTF-16's
+        raise RequestError(f"request body is UTF-16 or UTF-32, not UTF-8{declared}; JSON is sent as UTF-8 "
+                           "(RFC 8259 §8.1)", reason="not_json")
+    try:
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RequestError(f"request body is not UTF-8{declared}: {err.reason} at byte {err.start + bom}; JSON is sent "
+                           "as UTF-8 (RFC 8259 §8.1)", reason="not_json") from None
+
+
+def _where_long_number(text: str) -> str:
+    found = _LONG_NUMBER.search(text)
+    if found is None:
+        return ""
+    line = text.count("\n", 0, found.start()) + 1
+    column = found.start() - text.rfind("\n", 0, found.start())
+    return f" at line {line}, column {column}"
+
+
+def _not_a_number(literal: str) -> Any:
+    """json.loads' hook for NaN, Infinity and -Infinity, which Python accepts and JSON has not."""
+    raise RequestError(f"request body: {literal} is not a JSON number (RFC 8259 §6)", reason="not_json")
+
 
 def _nul_in(data: Any) -> str | None:
     """The location of the first string (value or key) holding U+0000, else None."""

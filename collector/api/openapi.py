@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from collector.config import CheckEntry, PolicyEntry
 from protocol.wire import Heartbeat, ResultBatch
 
-from .maintenance import MaintenanceIn
+from .maintenance import CancelIn, MaintenanceIn
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
@@ -28,7 +28,7 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad request", 401: "Missing, unknown or revoked token", 403: "Token of another agent",
-            404: "Unknown policy, check or agent", 409: "Conflicts with a contract policy (the message says which)", 413: "Body too large", 422: "A field is invalid (the message names it)",
+            404: "Unknown policy, check, agent or maintenance announcement", 409: "Conflicts with a contract policy, or an announcement already cancelled (the message says which)", 413: "Body too large", 422: "A field is invalid (the message names it)",
             429: "Rate limited", 503: "Database unavailable"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": ERROR}}} for c in codes}
 
@@ -42,6 +42,7 @@ def build_spec() -> dict[str, Any]:
     batch = _schema(ResultBatch, components)
     beat = _schema(Heartbeat, components)
     maintenance = _schema(MaintenanceIn, components)
+    cancel = _schema(CancelIn, components)
     check = _schema(CheckEntry, components)
     policy_in = _schema(PolicyEntry, components)
     policy_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -80,6 +81,19 @@ def build_spec() -> dict[str, Any]:
                 "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
                 "responses": {"200": _json("Checks"), "304": {"description": "Unchanged"}, **_errors(401, 429, 503)},
             }},
+            "/api/v1/status": {"get": {
+                "summary": "Each service's current state (up, degraded, failing, outage, maintenance, unknown) and since when",
+                "responses": {"200": _json("States", {
+                    "type": "object", "required": ["generated_at", "all_up", "counts", "services"],
+                    "properties": {
+                        "generated_at": ts, "all_up": {"type": "boolean"}, "counts": {"type": "object"},
+                        "services": {"type": "array", "items": {
+                            "type": "object", "required": ["name", "state", "since"],
+                            "properties": {"name": {"type": "string"},
+                                           "state": {"enum": ["up", "degraded", "failing", "outage", "maintenance", "unknown"]},
+                                           "since": {"type": ["string", "null"], "format": "date-time"}}}}}}),
+                    **_errors(401, 503)},
+            }},
             "/api/v1/outages": {"get": {
                 "summary": "Verified outage windows with their evidence",
                 "parameters": [
@@ -108,10 +122,18 @@ def build_spec() -> dict[str, Any]:
                 "post": {"summary": "Announce maintenance (admin)", "security": admin_auth,
                          "requestBody": {"required": True, "content": {"application/json": {"schema": maintenance}}},
                          "responses": {"201": _json("Announced"), **_errors(400, 401, 404, 422, 503)}},
-                "get": {"summary": "Announced maintenance of a policy",
-                        "parameters": [{"name": "policy", "in": "query", "required": True, "schema": {"type": "string"}}],
+                "get": {"summary": "Announced maintenance (of one policy with ?policy=), cancelled ones included",
+                        "parameters": [{"name": "policy", "in": "query", "required": False, "schema": {"type": "string"}}],
                         "responses": {"200": _json("Maintenance"), **_errors(400, 401, 404, 503)}},
             },
+            "/api/v1/maintenance/{id}": {"delete": {
+                "summary": "Cancel an announcement (admin); it stays listed as cancelled and excludes nothing",
+                "security": admin_auth,
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": cancel}}},
+                "responses": {"200": _json("Cancelled"), **_errors(400, 401, 404, 409, 413, 422, 503)},
+            }},
             "/api/v1/agents": {
                 "get": {"summary": "Registered agents", "responses": {"200": _json("Agents"), **_errors(401, 503)}},
                 "post": {"summary": "Register an agent or rotate its token (admin); the token is shown once",

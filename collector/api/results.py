@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from collector import store
 from collector.errors import RequestError, describe
-from collector.ingest import check_batch, parse_batch
+from collector.db import Check
+from collector.ingest import check_batch, parse_batch, raise_conflicts
 from protocol.wire import Heartbeat
 from collector.service import AgentContact
 
@@ -30,9 +31,13 @@ async def post_results(request: web.Request) -> web.Response:
     now = datetime.now(timezone.utc)
     rows = check_batch(batch, state.checks, now, removed=state.removed_checks,
                        max_age=timedelta(seconds=state.config.ingest.max_result_age),
-                       max_skew=timedelta(seconds=state.config.ingest.max_future_skew))
+                       max_skew=timedelta(seconds=state.config.ingest.max_future_skew),
+                       intervals=await _intervals(state, {r.check for r in batch.results}))
     async with state.sessionmaker() as session:
         outcome = await store.insert_results(session, agent_id, rows, replica=state.instance_id)
+        # A vote again in a slot refuses the batch whole: leaving the block without a commit
+        # rolls back what the insert stored.
+        raise_conflicts(outcome.conflicts)
         await store.touch_agent(session, agent_id, now)
         await session.commit()
     # Only now, after the commit, is the batch acknowledged and evaluated.
@@ -40,6 +45,20 @@ async def post_results(request: web.Request) -> web.Response:
     state.metrics.results.labels("accepted").inc(outcome.accepted)
     state.metrics.results.labels("duplicate").inc(outcome.duplicates)
     return json_response({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
+
+async def _intervals(state, names: set[str]) -> dict[str, float]:
+    """The interval of each named check, also of a removed one (its row stays in the database),
+    so that ingest can hold every result's `started` to its own slot."""
+    out = {name: state.checks[name].interval for name in names if name in state.checks}
+    gone = [name for name in names if name not in out and name in state.removed_checks]
+    if gone:
+        async with state.sessionmaker() as session:
+            for name in gone:
+                row = await session.get(Check, name)
+                if row is not None:
+                    out[name] = row.interval_seconds
+    return out
+
 
 async def post_heartbeat(request: web.Request) -> web.Response:
     state = request.app[STATE]

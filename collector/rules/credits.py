@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from datetime import date, timedelta
 from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .intervals import Interval
 from .periods import local_midnight, previous_period
@@ -86,29 +86,59 @@ def pro_rata(downtime_minutes: Fraction, total_minutes: Fraction, max_percent: f
     return capped_total([downtime_minutes / total_minutes * 100], max_percent)
 
 
-def termination_right(period: str, below_target: bool | None, history, months: int,
-                      target: float) -> tuple[bool | None, str]:
-    """NexGen §4: true when this month and the months before it (three in all) were below target.
+def _month_below(value, target: Fraction) -> bool | None:
+    """Whether one month was below target, from what `history` holds for it: None (unknown); a
+    number (that month's availability, taken as exact); a (best, worst) pair of availabilities;
+    or a month's report (a mapping with `met`, or `availability_percent` and
+    `availability_worst_percent`). A month whose best and worst case straddle the target is
+    undetermined (None), never taken as met."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        if "met" in value:
+            return None if value["met"] is None else not value["met"]
+        value = (value.get("availability_percent"), value.get("availability_worst_percent"))
+    if isinstance(value, (tuple, list)):
+        best, worst = value
+        if best is None:
+            return None
+        if exact(best) < target:
+            return True
+        return False if worst is not None and exact(worst) >= target else None
+    return exact(value) < target
 
-    `history` gives earlier months as (period, availability_percent | None) pairs or a mapping.
-    False as soon as one of those months met the target; None when one is unknown.
+
+def termination_right(period: str, below_target: bool | None, history, months: int,
+                      target: float, *, undetermined_note: str | None = None) -> tuple[bool | None, str]:
+    """NexGen Service Level Addendum §4: true when this month and the months before it (three in
+    all) were below target ("if we do not achieve the minimum uptime requirement for three
+    consecutive months").
+
+    `history` gives earlier months as (period, value) pairs or a mapping; see _month_below for the
+    values. False as soon as one of the months met the target; otherwise None when one of them is
+    unknown or undetermined (a month whose verdict is undetermined is not taken as met, nor as
+    missed); `undetermined_note` says why this month is (default: its availability is unknown).
     """
     known = dict(history or {})
-    if below_target is None:
-        return None, "this month's availability is unknown"
-    if not below_target:
+    goal = exact(target)
+    if below_target is False:
         return False, "this month met the target"
     wanted, prior = [], period
     for _ in range(months - 1):
         prior = previous_period(prior)
         wanted.append(prior)
-    unknown = []
+    unknown, undetermined = [], []
     for month in wanted:
         value = known.get(month)
-        if value is None:
-            unknown.append(month)
-        elif exact(value) >= exact(target):
+        below = _month_below(value, goal)
+        if below is None:
+            (unknown if value is None else undetermined).append(month)
+        elif not below:
             return False, f"{month} met the target"
+    if below_target is None:
+        return None, undetermined_note or "this month's availability is unknown"
     if unknown:
         return None, f"availability unknown for {', '.join(unknown)} (pass it as history)"
+    if undetermined:
+        return None, f"undetermined: {', '.join(undetermined)} may or may not have been below {target} %"
     return True, f"{period} and the {months - 1} months before it were all below {target} %"

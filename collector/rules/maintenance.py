@@ -1,14 +1,25 @@
-"""Maintenance announcements judged against the kinds a policy accepts (issue 3, "Maintenance").
+"""Maintenance announcements judged against the kinds a policy accepts.
 
 Rules, by the names the report uses:
-  notice      announced later than start − min_notice (only when the maintenance is longer than
-              `notice_required_over`, if set): the whole announcement excludes nothing.
+  notice      judged from when the collector recorded the announcement (`recorded_at`), or from
+              the operator's stated earlier time where the policy says `trust_stated_notice`. One
+              of (the report's `notice.rule` says which applied):
+                min_notice          recorded at least min_notice before the start (only when the
+                                    maintenance is longer than `notice_required_over`, if set);
+                after_start_within  recorded no later than `notice_after_start_within` after the
+                                    start (a contract that allows notice after the fact);
+                after_start_any     `notice_after_start_within: any`: recorded at any time;
+                by_start            otherwise: recorded no later than the start (maintenance that
+                                    needs no minimum notice is still announced before it happens).
+              Broken, the whole announcement excludes nothing.
   window      any part outside the kind's local-time window (policy time zone; a window may cross
               midnight; `days` are the weekdays on which it opens): the whole excludes nothing.
-  continuous  longer than max_continuous: the part after start + max_continuous excludes nothing.
+  continuous  longer than max_continuous: with `over_max_continuous: up_to_max` the part after
+              start + max_continuous excludes nothing; with `nothing` none of it excludes anything.
   budget      a kind's announcements use its monthly budget in start order, per local calendar
               month (an announcement across a month end uses each month's budget for its part);
               the part beyond the budget excludes nothing.
+  cancelled   a cancelled announcement excludes nothing and uses no budget.
 Only time that is actually allowed uses the budget: an announcement that broke its notice or
 window rule, or the part cut off by the continuous rule, was not maintenance under the contract.
 """
@@ -25,7 +36,11 @@ from .model import Announcement, iso, minutes_between, number
 from .periods import local_midnight, period_of
 from .policy import WEEKDAYS, LocalWindow, MaintenanceKind, Policy, PolicyError
 
-__all__ = ["Judgement", "judge_maintenance", "allowed_intervals", "check_kinds"]
+__all__ = ["Judgement", "judge_maintenance", "allowed_intervals", "check_kinds", "STATED_CLOCK_SKEW"]
+
+# A stated announcement time may be this much later than the collector recorded it (the
+# operator's clock running ahead): later than that, it cannot be when notice was given.
+STATED_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class Judgement:
     compliant: bool
     broken_rules: tuple[dict, ...]          # {"rule": "notice"|"window"|"continuous"|"budget", "detail": str}
     allowed: tuple[Interval, ...]           # UTC intervals this announcement may exclude
+    notice: dict | None = None              # how the notice rule was judged (see _judge_notice)
 
     @property
     def excluded(self) -> tuple[Interval, ...]:
@@ -49,6 +65,8 @@ class Judgement:
         out.update(compliant=self.compliant, broken_rules=[dict(r) for r in self.broken_rules],
                    allowed=[{"start": iso(s), "end": iso(e)} for s, e in self.allowed],
                    allowed_minutes=number(self.allowed_minutes))
+        if self.notice is not None:
+            out["notice"] = dict(self.notice)
         return out
 
 
@@ -104,6 +122,52 @@ def _split_by_month(interval: Interval, tz) -> list[tuple[str, Interval]]:
     return pieces
 
 
+def _judge_notice(policy: Policy, ann: Announcement, kind: MaintenanceKind) -> dict:
+    """How the notice rule applies to `ann`: {rule, met, judged_from, at, start,
+    lead_seconds (at before start; negative: after it), detail}.
+
+    1. The time judged: when it was recorded; the stated time instead where the policy trusts it
+       and it is earlier.
+    2. The rule: min_notice where notice is required, else notice_after_start_within where the
+       kind allows notice after the fact, else by_start."""
+    at, judged_from = ann.recorded, "recorded_at"
+    stated = ann.announced
+    if policy.trust_stated_notice and stated is not None and stated < at:
+        at, judged_from = stated, "stated_announced"
+    length = (ann.end - ann.start).total_seconds()
+    lead = (ann.start - at).total_seconds()
+    if judged_from == "stated_announced":
+        what = "announced (the stated time, trusted by this policy)"
+    else:
+        what = "recorded" if ann.recorded_at is not None else "announced"
+    given = (f"{format_duration(lead)} before its start" if lead > 0 else
+             f"{format_duration(-lead)} after its start" if lead < 0 else "at its start")
+    needs_notice = kind.min_notice > 0 and (kind.notice_required_over is None or length > kind.notice_required_over)
+    within = kind.notice_after_start_within
+    if needs_notice:
+        rule, met = "min_notice", lead >= kind.min_notice
+        over = (f" (required because it lasts {format_duration(length)}, more than "
+                f"{format_duration(kind.notice_required_over)})" if kind.notice_required_over is not None else "")
+        rule_text = f"{ann.kind} maintenance needs at least {format_duration(kind.min_notice)} notice{over}"
+    elif within == "any":
+        rule, met = "after_start_any", True
+        rule_text = f"{ann.kind} maintenance may be notified at any time, also after it starts"
+    elif within is not None:
+        rule, met = "after_start_within", -lead <= within
+        rule_text = (f"{ann.kind} maintenance may be notified up to {format_duration(within)} after it starts")
+    else:
+        rule, met = "by_start", lead >= 0
+        why = (f"needs no minimum notice when it lasts at most {format_duration(kind.notice_required_over)}"
+               if kind.min_notice > 0 else "needs no minimum notice")
+        rule_text = f"{ann.kind} maintenance {why}, but must be recorded by its start"
+    detail = f"{what} {given}; {rule_text}"
+    if not met and judged_from == "recorded_at" and stated is not None and stated < ann.recorded:
+        detail += (f" (the stated announcement time {iso(stated)} does not count: the policy does not "
+                   "trust stated notice, trust_stated_notice: false)")
+    return {"rule": rule, "met": met, "judged_from": judged_from, "at": iso(at), "start": iso(ann.start),
+            "lead_seconds": number(lead), "detail": detail}
+
+
 def judge_maintenance(policy: Policy, announcements: Sequence[Announcement]) -> list[Judgement]:
     """Judge each announcement; the result is in the order given.
 
@@ -116,23 +180,22 @@ def judge_maintenance(policy: Policy, announcements: Sequence[Announcement]) -> 
     tz = policy.tz
     broken: list[list[dict]] = [[] for _ in announcements]
     candidate: list[Interval | None] = [None] * len(announcements)
+    notices: list[dict] = []
     for i, ann in enumerate(announcements):
         if ann.end < ann.start:
             raise ValueError(f"maintenance {ann.kind} starting {iso(ann.start)} ends before it starts")
         kind: MaintenanceKind = policy.maintenance[ann.kind]
         length = (ann.end - ann.start).total_seconds()
         excluded_whole = False
-        needs_notice = kind.min_notice > 0 and (kind.notice_required_over is None
-                                                or length > kind.notice_required_over)
-        if needs_notice and ann.announced > ann.start - timedelta(seconds=kind.min_notice):
-            given = (ann.start - ann.announced).total_seconds()
-            given_text = f"{format_duration(max(0.0, given))} before its start" if given > 0 else (
-                "after it started" if given < 0 else "at its start")
-            over = (f" (required because it lasts {format_duration(length)}, more than "
-                    f"{format_duration(kind.notice_required_over)})" if kind.notice_required_over is not None else "")
-            broken[i].append({"rule": "notice", "detail": (
-                f"announced {given_text}; {ann.kind} maintenance needs at least "
-                f"{format_duration(kind.min_notice)} notice{over}")})
+        if ann.cancelled_at is not None:
+            reason = f" ({ann.cancel_reason})" if ann.cancel_reason else ""
+            broken[i].append({"rule": "cancelled", "detail": f"cancelled at {iso(ann.cancelled_at)}{reason}: "
+                                                             "a cancelled announcement excludes nothing"})
+            excluded_whole = True
+        notice = _judge_notice(policy, ann, kind)
+        notices.append(notice)
+        if not notice["met"]:
+            broken[i].append({"rule": "notice", "detail": notice["detail"]})
             excluded_whole = True
         if kind.window is not None and ann.end > ann.start:
             outside = subtract((ann.start, ann.end), _window_intervals(kind.window, ann.start, ann.end, tz))
@@ -145,15 +208,20 @@ def judge_maintenance(policy: Policy, announcements: Sequence[Announcement]) -> 
         allowed_end = ann.end
         if kind.max_continuous is not None and length > kind.max_continuous:
             allowed_end = ann.start + timedelta(seconds=kind.max_continuous)
+            if kind.over_max_continuous == "nothing":
+                consequence = "none of it excludes anything (over_max_continuous: nothing)"
+                excluded_whole = True
+            else:
+                consequence = f"the time after {_local(allowed_end, tz)} excludes nothing (over_max_continuous: up_to_max)"
             broken[i].append({"rule": "continuous", "detail": (
                 f"lasts {format_duration(length)}, longer than the {format_duration(kind.max_continuous)} "
-                f"{ann.kind} maintenance may last; the time after {_local(allowed_end, tz)} excludes nothing")})
+                f"{ann.kind} maintenance may last; {consequence}")})
         if not excluded_whole and allowed_end > ann.start:
             candidate[i] = (ann.start, allowed_end)
 
     allowed: list[list[Interval]] = [[] for _ in announcements]
     order = sorted(range(len(announcements)),
-                   key=lambda i: (announcements[i].start, announcements[i].announced, i))
+                   key=lambda i: (announcements[i].start, announcements[i].recorded, i))
     used: dict[tuple[str, str], float] = {}   # (kind, "YYYY-MM") -> seconds of budget used
     for i in order:
         if candidate[i] is None:
@@ -181,7 +249,7 @@ def judge_maintenance(policy: Policy, announcements: Sequence[Announcement]) -> 
                 f"{_local(from_, tz)} excludes nothing" for month, spent, from_, over in cut)
             broken[i].append({"rule": "budget", "detail": details})
 
-    return [Judgement(ann, not broken[i], tuple(broken[i]), tuple(merge(allowed[i])))
+    return [Judgement(ann, not broken[i], tuple(broken[i]), tuple(merge(allowed[i])), notices[i])
             for i, ann in enumerate(announcements)]
 
 

@@ -65,31 +65,41 @@ def paused_gc():
 
 class Verdict(str, Enum):
     UP = "up"
+    # up, but the quorum of reporting agents saw it slower than the check's degraded_after: between
+    # UP and FAILED, counted as down only where the policy says so (degraded_counts_as_down)
+    DEGRADED = "degraded"
     FAILED = "failed"
     UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One probe result: `ts` is the scheduled time (UTC); it decides the slot."""
+    """One probe result: `ts` is the scheduled time (UTC); it decides the slot. `degraded`: ok,
+    but slower than the check's degraded_after (meaningless when not ok)."""
     agent: str
     check: str
     ts: datetime
     ok: bool
+    degraded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class ComponentRound:
-    """One component's verdict in one slot, with the agents behind it (the evidence)."""
+    """One component's verdict in one slot, with the agents behind it (the evidence). `degraded`
+    are the agents of `succeeded` whose success was degraded."""
     component: str
     verdict: Verdict
     failed: tuple[str, ...]
     succeeded: tuple[str, ...]
     missing: tuple[str, ...]
+    degraded: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"verdict": self.verdict.value, "failed": list(self.failed),
-                "succeeded": list(self.succeeded), "missing": list(self.missing)}
+        out = {"verdict": self.verdict.value, "failed": list(self.failed),
+               "succeeded": list(self.succeeded), "missing": list(self.missing)}
+        if self.degraded:  # only then: the evidence of rounds without degraded agents stays as it was
+            out["degraded"] = list(self.degraded)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +141,45 @@ class Window:
 
 @dataclass(frozen=True)
 class Announcement:
-    """A maintenance announcement: kind (one the policy accepts), when announced, [start, end)."""
+    """A maintenance announcement: kind (one the policy accepts), [start, end), and its notice.
+
+    `recorded_at` is when the collector recorded it, by its own clock: notice is judged from it.
+    `announced` is the time the operator states it was announced (an email sent before it was
+    recorded), None when none was stated; it counts only under `trust_stated_notice`. An offline
+    record without `recorded_at` (the operator's own file) is taken as recorded when it says it
+    was announced. A cancelled announcement (`cancelled_at`) excludes nothing."""
     kind: str
-    announced: datetime
+    announced: datetime | None
     start: datetime
     end: datetime
     note: str = ""
+    recorded_at: datetime | None = None
+    recorded_by: str = ""
+    author: str = ""
+    cancelled_at: datetime | None = None
+    cancel_reason: str = ""
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.recorded_at is None and self.announced is None:
+            raise ValueError(f"maintenance {self.kind} starting {iso(self.start)} has neither recorded_at nor announced")
+
+    @property
+    def recorded(self) -> datetime:
+        """When it was recorded: `recorded_at`, or for an offline record without one, `announced`."""
+        return self.recorded_at if self.recorded_at is not None else self.announced  # type: ignore[return-value]
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "announced": iso(self.announced), "start": iso(self.start),
-                "end": iso(self.end), "note": self.note}
+        out = {"kind": self.kind, "start": iso(self.start), "end": iso(self.end), "note": self.note,
+               "recorded_at": iso(self.recorded), "stated_announced": iso(self.announced)}
+        if self.recorded_at is None:
+            out["recorded_at_from"] = "announced"   # an offline record: its own `announced` is taken as recorded
+        if self.id is not None:
+            out["id"] = self.id
+        if self.recorded_by:
+            out["recorded_by"] = self.recorded_by
+        if self.author:
+            out["author"] = self.author
+        if self.cancelled_at is not None:
+            out["cancelled_at"], out["cancel_reason"] = iso(self.cancelled_at), self.cancel_reason
+        return out

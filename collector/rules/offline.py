@@ -1,8 +1,10 @@
 """Offline evaluation of recorded results: JSON Lines readers and the whole pipeline in one call.
 
 Results: one object a line with `agent`, `check`, `ts` (RFC 3339 with an offset; the scheduled
-time), `ok` (bool), optional `latency_ms`, `error`. Maintenance: `kind`, `announced`, `start`, `end`,
-optional `note`. Bad input raises InputError naming the file, line and field. Reading stays on
+time), `ok` (bool), optional `latency_ms`, `error`, `degraded` (bool: ok but slower than the check's
+degraded_after; never with ok false). Maintenance: `kind`, `start`, `end`, `announced`
+and/or `recorded_at`, optional `note`, `cancelled_at`, `cancel_reason` (see read_maintenance). Bad
+input raises InputError naming the file, line and field. Reading stays on
 json.loads and datetime.fromisoformat (no per-line validation library) so a month of 60-second
 results from six agents (about 270,000 lines) reads in well under a second or two.
 """
@@ -13,13 +15,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .maintenance import check_kinds
-from .model import Announcement, Observation, Verdict, paused_gc
+from .maintenance import STATED_CLOCK_SKEW, check_kinds
+from .model import Announcement, Observation, iso, paused_gc
 from .periods import month_bounds
 from .policy import Policy
 from .report import build_report, verify_claim
 from .rounds import ObservationIndex
-from .windows import find_windows
+from .windows import find_windows, is_down
 
 __all__ = ["InputError", "read_results", "read_maintenance", "check_components", "evaluate_offline",
            "verify_claim_offline", "evaluate_windows"]
@@ -139,6 +141,13 @@ def _bad_result(obj: dict, number: int, file: str, accepted: set | None, compone
     error = obj.get("error")
     if error is not None and type(error) is not str:
         return InputError(f"expected a string or null, got {json.dumps(error)}", file=file, line=number, field="error")
+    degraded = obj.get("degraded")
+    if degraded is not None and degraded is not True and degraded is not False:
+        return InputError(f"expected true, false or null, got {json.dumps(degraded)}", file=file, line=number,
+                          field="degraded")
+    if degraded and not ok:
+        return InputError("a failed result is not degraded (degraded means ok but slow)", file=file, line=number,
+                          field="degraded")
     return None
 
 
@@ -165,20 +174,28 @@ def read_results(path_or_lines, *, components: Sequence[str] | None = None) -> l
                         raise problem from None
                     agent, check, ok = obj["agent"], obj["check"], obj["ok"]
                     ts = _timestamp(obj["ts"] if "ts" in obj else obj["slot"], cache, file, number, "ts")
-                    append(Observation(agent, check, ts, ok))
+                    append(Observation(agent, check, ts, ok, obj.get("degraded") is True))
                     continue
-                latency, error = obj.get("latency_ms"), obj.get("error")
+                latency, error, degraded = obj.get("latency_ms"), obj.get("error"), obj.get("degraded")
                 if (ok is not True and ok is not False) or type(agent) is not str or type(check) is not str \
                         or not agent or not check or (accepted is not None and check not in accepted) \
                         or (latency is not None and type(latency) is not float and type(latency) is not int) \
-                        or (error is not None and type(error) is not str):
+                        or (error is not None and type(error) is not str) \
+                        or (degraded is not None and degraded is not False and (degraded is not True or not ok)):
                     raise _bad_result(obj, number, file, accepted, components)
-                append(Observation(agent, check, ts, ok))
+                append(Observation(agent, check, ts, ok, degraded is True))
     return out
 
 
 def read_maintenance(path_or_lines, *, kinds: Sequence[str] | None = None) -> list[Announcement]:
-    """Announcements from JSON Lines: kind, announced, start, end (RFC 3339 with offsets), note.
+    """Announcements from JSON Lines: kind, start, end (RFC 3339 with offsets), optional note, and
+    when each was announced:
+
+      recorded_at   when a collector recorded it (as GET /api/v1/maintenance lists it); notice is
+                    judged from it, and `announced` (or `stated_announced`) is the stated time.
+      announced     without recorded_at, the file is the operator's own record: its `announced`
+                    is taken as when it was recorded (the text report says so).
+      cancelled_at  (optional, with `cancel_reason`) a cancelled announcement excludes nothing.
 
     With `kinds` (the policy's maintenance kinds), another kind is an error at its line.
     """
@@ -186,9 +203,13 @@ def read_maintenance(path_or_lines, *, kinds: Sequence[str] | None = None) -> li
     cache: dict[str, datetime] = {}
     out: list[Announcement] = []
     for number, obj in _parsed(lines, file):
-        for field in ("kind", "announced", "start", "end"):
+        for field in ("kind", "start", "end"):
             if field not in obj:
                 raise InputError("missing", file=file, line=number, field=field)
+        stated_field = "announced" if obj.get("announced") is not None else "stated_announced"
+        if obj.get(stated_field) is None and obj.get("recorded_at") is None:
+            raise InputError("missing (give when it was announced, or recorded_at)", file=file, line=number,
+                             field="announced")
         kind, note = obj["kind"], obj.get("note") or ""
         if not isinstance(kind, str) or not kind:
             raise InputError(f"expected a maintenance kind, got {json.dumps(kind)}", file=file, line=number,
@@ -196,12 +217,26 @@ def read_maintenance(path_or_lines, *, kinds: Sequence[str] | None = None) -> li
         if kinds is not None and kind not in kinds:
             raise InputError(f"maintenance kind {kind!r} is not accepted (accepted kinds: "
                              f"{', '.join(kinds) or 'none'})", file=file, line=number, field="kind")
-        if not isinstance(note, str):
-            raise InputError(f"expected a string, got {json.dumps(note)}", file=file, line=number, field="note")
-        announced, start, end = (_timestamp(obj[f], cache, file, number, f) for f in ("announced", "start", "end"))
+        reason = obj.get("cancel_reason") or ""
+        for field, value in (("note", note), ("cancel_reason", reason)):
+            if not isinstance(value, str):
+                raise InputError(f"expected a string, got {json.dumps(value)}", file=file, line=number, field=field)
+        start, end = (_timestamp(obj[f], cache, file, number, f) for f in ("start", "end"))
+        stated, recorded_at, cancelled_at = (
+            _timestamp(obj[f], cache, file, number, f) if obj.get(f) is not None else None
+            for f in (stated_field, "recorded_at", "cancelled_at"))
         if end < start:
             raise InputError(f"end {obj['end']} is before start {obj['start']}", file=file, line=number, field="end")
-        out.append(Announcement(kind, announced, start, end, note))
+        if stated is not None and recorded_at is not None and stated > recorded_at + STATED_CLOCK_SKEW:
+            raise InputError(f"{obj[stated_field]} is later than recorded_at {obj['recorded_at']}: a stated "
+                             "announcement time is when notice was given before it was recorded",
+                             file=file, line=number, field=stated_field)
+        recorded = recorded_at if recorded_at is not None else stated
+        if cancelled_at is not None and cancelled_at < recorded:
+            raise InputError(f"{obj['cancelled_at']} is before it was recorded ({iso(recorded)})",
+                             file=file, line=number, field="cancelled_at")
+        out.append(Announcement(kind, stated, start, end, note, recorded_at=recorded_at, recorded_by="file",
+                                cancelled_at=cancelled_at, cancel_reason=reason))
     return out
 
 
@@ -220,8 +255,9 @@ def evaluate_windows(policy: Policy, index: ObservationIndex, start: datetime, e
     windows in them.
 
     1. Rounds for [start, min(end, now)), without the unfinished slot that contains `now`.
-    2. While the first round is FAILED and there is earlier data, prepend a day of rounds.
-    3. When the range runs to `end`: while the last round is FAILED and there is later data (and,
+    2. While the first round is down (FAILED, or DEGRADED where that counts: is_down) and there is
+       earlier data, prepend a day of rounds.
+    3. When the range runs to `end`: while the last round is down and there is later data (and,
        with `now`, the slot has begun), append a day of rounds.
     4. With `now`, a run that reaches the last round is still open.
     """
@@ -237,13 +273,13 @@ def evaluate_windows(policy: Policy, index: ObservationIndex, start: datetime, e
         return rounds, []
     first_data, last_data = index.first_slot_us, index.last_slot_us
     now_us = None if now is None else to_us(now)
-    while first_data is not None and rounds[0].verdict == Verdict.FAILED:
+    while first_data is not None and is_down(policy, rounds[0].verdict):
         head = to_us(rounds[0].slot)
         if head <= first_data:
             break
         rounds = index.rounds_us(max(first_data, head - _CHUNK_ROUNDS * iu), head, sparse=True) + rounds
     if horizon == end:
-        while last_data is not None and rounds[-1].verdict == Verdict.FAILED:
+        while last_data is not None and is_down(policy, rounds[-1].verdict):
             tail = to_us(rounds[-1].slot) + iu
             # without `now` the data's end is the end; with it, silent agents after the data
             # give UNKNOWN rounds up to `now`, which end the run
@@ -274,5 +310,5 @@ def verify_claim_offline(policy: Policy, observations: Iterable[Observation], st
     """verify_claim on recorded observations: windows over the claim, widened to judge runs whole."""
     check_kinds(policy, maintenance)
     index = ObservationIndex(policy, observations, expected_by_component=expected_by_component)
-    _, windows = evaluate_windows(policy, index, start, end, now=now)
-    return verify_claim(policy, start, end, windows, maintenance, now=now)
+    rounds, windows = evaluate_windows(policy, index, start, end, now=now)
+    return verify_claim(policy, start, end, windows, maintenance, now=now, rounds=rounds)

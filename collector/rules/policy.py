@@ -121,14 +121,49 @@ def _full(short: str) -> str:
             "fri": "friday", "sat": "saturday", "sun": "sunday"}[short]
 
 
+def _after_start(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() == "any":
+        return "any"
+    try:
+        return _duration(value)
+    except ValueError as err:
+        raise ValueError(f"{err} (give a duration such as 24h, or any for no limit)") from None
+
+
+# How long after its start an announcement may still be recorded: a duration, or "any" (no limit).
+AfterStart = Annotated[Union[Literal["any"], float], BeforeValidator(_after_start)]
+
+
 class MaintenanceKind(_Strict):
-    """One kind of maintenance a contract accepts, and the rules an announcement must keep."""
+    """One kind of maintenance a contract accepts, and the rules an announcement must keep.
+
+    Notice is judged from when the collector recorded the announcement (`recorded_at`), or from
+    the operator's stated earlier time where the policy says `trust_stated_notice`:
+      min_notice                 at least this long before the start (when it is required:
+                                 only for announcements longer than `notice_required_over`, if set);
+      notice_after_start_within  a contract that allows notice after the fact: the announcement may
+                                 be recorded up to this long after the start ("any": no limit);
+      otherwise                  no later than the start (maintenance that needs no minimum notice
+                                 is still announced before it happens).
+    Contested readings of a contract's table are options with a default:
+      over_max_continuous        what an announcement longer than `max_continuous` excludes:
+                                 `up_to_max` (from its start until max_continuous has passed) or
+                                 `nothing`."""
     min_notice: Duration = 0.0
     notice_required_over: Duration | None = None
+    notice_after_start_within: AfterStart | None = None
     window: LocalWindow | None = None
     max_continuous: Duration | None = None
+    over_max_continuous: Literal["up_to_max", "nothing"] = "up_to_max"
     monthly_budget: Duration | None = None
     note: str = ""
+
+    @model_validator(mode="after")
+    def _notice_rules(self) -> "MaintenanceKind":
+        if self.notice_after_start_within is not None and self.min_notice > 0:
+            raise ValueError("notice_after_start_within allows notice after the start, so min_notice must be 0 "
+                             f"(it is {format_duration(self.min_notice)})")
+        return self
 
 
 class Band(_Strict):
@@ -239,6 +274,15 @@ class Policy(_Strict):
     requires_target: bool = False
     commenced: datetime | None = None
     maintenance: dict[str, MaintenanceKind] = Field(default_factory=dict)
+    # Whether an operator's stated announcement time (earlier than the collector recorded it, e.g.
+    # an email sent before) counts for notice. Off by default: a stated time is not evidence the
+    # monitor holds, and back-dating it would turn a missed month into a met one.
+    trust_stated_notice: bool = False
+    # Whether a DEGRADED round (the quorum saw the service up but slower than its checks'
+    # degraded_after) counts as down for outages. Off by default: most contracts count only
+    # unavailability; one whose downtime includes service that "does not meet the defined
+    # operating criteria" (Numezis SaaS SLA §1) turns it on.
+    degraded_counts_as_down: bool = False
     credit: Credit = Field(default_factory=lambda: NoCredit(type="none"))
     claim: ClaimRule = Field(default_factory=ClaimRule)
 
@@ -291,8 +335,12 @@ class Policy(_Strict):
 
     def content_hash(self) -> str:
         """The rule version: sha256 of the policy's canonical JSON, first 16 hex digits."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
-                               ensure_ascii=False)
+        data = self.model_dump(mode="json")
+        if not data["degraded_counts_as_down"]:
+            # its default changes nothing that was judged before it existed: a policy without it
+            # keeps its rule version (stored windows, exported evidence bundles)
+            del data["degraded_counts_as_down"]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
     def with_overrides(self, **overrides: Any) -> "Policy":

@@ -20,6 +20,7 @@ from .maintenance import Judgement, allowed_intervals, judge_maintenance
 from .model import Announcement, Round, Verdict, Window, iso, minutes_between, number
 from .periods import days_in_month, month_bounds, period_of
 from .policy import Policy
+from .windows import is_down
 
 __all__ = ["build_report", "verify_claim", "render_text", "render_csv", "render_claim_text", "evidence_summary",
            "CSV_COLUMNS"]
@@ -33,17 +34,24 @@ def _pct(value: Fraction | None) -> float | None:
 
 
 def evidence_summary(window: Window) -> dict:
-    """Per component: rounds it failed, and per agent how often it failed, succeeded, was missing."""
+    """Per component: rounds it failed, and per agent how often it failed, succeeded, was missing.
+    Where rounds were DEGRADED (an outage only under degraded_counts_as_down), also the component's
+    `degraded_rounds` and, per agent that was, how often it was `degraded` (among its successes)."""
     components: dict[str, dict] = {}
     for rnd in window.rounds:
         for part in rnd.components:
             entry = components.setdefault(part.component, {"failed_rounds": 0, "agents": {}})
             if part.verdict == Verdict.FAILED:
                 entry["failed_rounds"] += 1
+            elif part.verdict == Verdict.DEGRADED:
+                entry["degraded_rounds"] = entry.get("degraded_rounds", 0) + 1
             for field, names in (("failed", part.failed), ("succeeded", part.succeeded), ("missing", part.missing)):
                 for agent in names:
                     counts = entry["agents"].setdefault(agent, {"failed": 0, "succeeded": 0, "missing": 0})
                     counts[field] += 1
+            for agent in part.degraded:
+                counts = entry["agents"][agent]
+                counts["degraded"] = counts.get("degraded", 0) + 1
     return {"rounds": len(window.rounds),
             "first_slot": iso(window.rounds[0].slot) if window.rounds else None,
             "last_slot": iso(window.rounds[-1].slot) if window.rounds else None,
@@ -68,6 +76,70 @@ def _slot_floor(moment: datetime, interval_s: float) -> datetime:
     return epoch + timedelta(microseconds=us - us % iu)
 
 
+def _add_span(spans: list, start: datetime, end: datetime) -> None:
+    """Append [start, end), extending the last span when it ends where this one starts (rounds
+    come in slot order, so a month of rounds is a handful of spans, not 43,200)."""
+    if spans and spans[-1][1] == start:
+        spans[-1] = (spans[-1][0], end)
+    else:
+        spans.append((start, end))
+
+
+def _holding(components: list, marks: list, *, inside: bool = False) -> list:
+    """In one pass over two sorted, disjoint lists: the components that share time with some mark
+    (each mark lies inside one component); with `inside`, the components that lie inside a mark."""
+    out, i = [], 0
+    for start, end in marks:
+        while i < len(components) and components[i][1] <= start:
+            i += 1
+        if inside:
+            while i < len(components) and components[i][1] <= end:
+                if components[i][0] >= start:
+                    out.append(components[i])
+                i += 1
+        elif i < len(components) and components[i][0] < end and (not out or out[-1] is not components[i]):
+            out.append(components[i])
+    return out
+
+
+def _minus(parts: list, holes: list) -> list:
+    """`parts` without `holes` (both sorted and disjoint), in one pass: a month of flapping gives
+    thousands of each, and subtracting one from the other piece by piece would be quadratic."""
+    out, j = [], 0
+    for start, end in parts:
+        while j < len(holes) and holes[j][1] <= start:
+            j += 1
+        cursor, k = start, j
+        while k < len(holes) and holes[k][0] < end:
+            if holes[k][0] > cursor:
+                out.append((cursor, holes[k][0]))
+            cursor = max(cursor, holes[k][1])
+            k += 1
+        if cursor < end:
+            out.append((cursor, end))
+    return out
+
+
+def _intervals(parts) -> list[dict]:
+    """[{start, end, minutes}] for JSON."""
+    return [{"start": iso(s), "end": iso(e), "minutes": number(minutes_between(s, e))} for s, e in parts]
+
+
+def _sum_minutes(parts) -> Fraction:
+    return sum((minutes_between(s, e) for s, e in parts), Fraction(0))
+
+
+def _judge(downtime: Fraction, undecided: Fraction, allowed: Fraction, evidence: bool) -> str:
+    """met when even the worst case (every undecided minute down) is within the allowed downtime,
+    missed when even the best case (every undecided minute up) is not, undetermined otherwise and
+    whenever the period has no evidence at all."""
+    if not evidence:
+        return "undetermined"
+    if downtime > allowed:
+        return "missed"
+    return "met" if downtime + undecided <= allowed else "undetermined"
+
+
 def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: Sequence[Window],
                  maintenance: Sequence[Announcement], *, now: datetime | None = None, history=None,
                  fee: float | None = None, include_evidence: bool = False) -> dict:
@@ -78,8 +150,39 @@ def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: 
     2. Maintenance is judged (all announcements given, so monthly budgets see earlier ones).
     3. Each window's part inside [measured_from, until) is its minutes in this period; the part
        overlapping allowed maintenance is excluded; the rest is qualifying downtime (N).
-    4. Availability, allowed downtime and `met` at the target; data coverage from the rounds.
-    5. The credit rule and the claim deadline.
+    4. Availability, allowed downtime and the verdict at the target; data coverage from the rounds.
+    5. The credit rule and the claim deadline, on the best and on the worst case.
+
+    Verdicts under missing evidence. A minute no UP or FAILED round covers is unknown: it is never
+    downtime (NEXON Vision SLA §3.1 counts only minutes of unavailability "calculated under
+    Section 2", and §3.2 bases them on monitoring data), but it is not evidence of availability
+    either. So every figure that a minute's state could change is given twice:
+
+      availability_percent        best case, (T − N) / T × 100: undecided minutes were up (as before).
+      availability_worst_percent  worst case, (T − N − U) / T × 100: undecided minutes were down.
+      undecided_minutes (U)       the minutes that would be downtime if every unknown minute had
+                                  failed: unknown minutes that no allowed maintenance excludes (those
+                                  are excluded either way) and no counted outage covers, plus the
+                                  FAILED rounds of runs too short to be an outage that touch unknown
+                                  time (had that time failed, the run might have been long enough).
+                                  A stretch of them with UP rounds on both sides that is shorter than
+                                  the policy's `min_duration` is left out: it could not have been an
+                                  outage. With `min_duration` 0 this is exactly the unknown minutes
+                                  outside allowed maintenance (and outside counted outages).
+      unknown_excluded_minutes    the unknown minutes inside allowed maintenance (in neither case).
+      verdict                     "met" when even the worst case meets the target, "missed" when even
+                                  the best case misses it, otherwise "undetermined"; null without a
+                                  target.
+      met                         true / false / null to match the verdict (null: undetermined).
+      undetermined_by_minutes     when undetermined: the target is missed if more than this many of
+                                  the undecided minutes were down (= remaining_budget_minutes);
+                                  null otherwise.
+      guaranteed_met              the same three-way answer at `guaranteed_percent`.
+
+    A period with no UP or FAILED round and no outage in it has no evidence: both availabilities
+    are null (never 100) and the verdict is undetermined. With `now` inside the period, minutes
+    after the last finished slot are not counted as unknown (they have not happened yet).
+    With no undecided minutes, best and worst coincide and every figure is what it always was.
     """
     target = policy.require_target()
     tz = policy.tz
@@ -114,32 +217,75 @@ def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: 
     excluded_minutes = sum((o["excluded"] for o in outages), Fraction(0))
     downtime = outage_minutes - excluded_minutes
 
-    # 4. availability and coverage
-    availability = (total - downtime) / total * 100 if total > 0 else None
-    allowed_downtime = met = remaining = None
-    if target is not None and total > 0:
-        allowed_downtime = total * (100 - rules.exact(target)) / 100
-        remaining = allowed_downtime - downtime
-        met = downtime <= allowed_downtime
+    # 4. coverage: which minutes have evidence (UP or FAILED rounds) and which are unknown
     # with `now` inside the period, the slot that contains it has not finished: judge up to its start
     judged_until = until if until == period_end else _slot_floor(until, policy.interval)
     judged_until = max(judged_until, measured_from)
     expected_rounds = _slots_overlapping(measured_from, judged_until, policy.interval)
     known = {}
-    counts = {"up": 0, "failed": 0, "unknown": 0}
+    counts = {"up": 0, "degraded": 0, "failed": 0, "unknown": 0}
     step = timedelta(seconds=policy.interval)
-    known_minutes = Fraction(0)
+    known_minutes = degraded_minutes = Fraction(0)
+    up_spans: list = []
+    failed_spans: list = []
     for rnd in rounds:
         if rnd.slot + step <= measured_from or rnd.slot >= judged_until or rnd.slot in known:
             continue
         known[rnd.slot] = rnd.verdict
         if rnd.verdict != Verdict.UNKNOWN:
-            known_minutes += minutes_between(max(rnd.slot, measured_from), min(rnd.slot + step, judged_until))
+            span_start, span_end = max(rnd.slot, measured_from), min(rnd.slot + step, judged_until)
+            minutes = minutes_between(span_start, span_end)
+            known_minutes += minutes
+            if rnd.verdict == Verdict.DEGRADED:
+                degraded_minutes += minutes
+            # a DEGRADED round is evidence of up time unless the policy counts it as down
+            _add_span(failed_spans if is_down(policy, rnd.verdict) else up_spans, span_start, span_end)
     for verdict in known.values():
         counts[Verdict(verdict).value] += 1
     counts["unknown"] += max(0, expected_rounds - len(known))  # slots nobody gave us are UNKNOWN
-    coverage = (Fraction(counts["up"] + counts["failed"], expected_rounds) * 100) if expected_rounds else None
+    judged = counts["up"] + counts["degraded"] + counts["failed"]
+    coverage = (Fraction(judged, expected_rounds) * 100) if expected_rounds else None
     unknown_minutes = minutes_between(measured_from, judged_until) - known_minutes
+
+    # the worst case: unknown time down, and with it any too-short failed run it touches
+    failed_merged, counted = merge(failed_spans), merge(pieces)
+    unknown_parts = (subtract((measured_from, judged_until), merge(up_spans + failed_merged))
+                     if judged_until > measured_from else [])
+    short_failed = _minus(failed_merged, counted)
+    worst_extents = _holding(merge(unknown_parts + short_failed), unknown_parts)
+    # a stretch with UP rounds on both sides that is shorter than the minimum duration could not
+    # be an outage even if it had failed throughout (NEXON Vision SLA §2.2 "for 5 (five)
+    # consecutive minutes or longer"; Haivision Streaming, Definitions: "a 12-minute period");
+    # one beside an outage, or at the edge of what was judged, might be part of a longer run
+    min_us = round(policy.min_duration * 1_000_000)
+    edges = {measured_from, judged_until, *(p[0] for p in counted), *(p[1] for p in counted)}
+    worst_extents = [x for x in worst_extents if x[0] in edges or x[1] in edges or (x[1] - x[0]) // _US >= min_us]
+    undecided_parts = _minus(_minus(worst_extents, counted), allowed)
+    undecided = _sum_minutes(undecided_parts)
+    joined_failures = _sum_minutes(_minus(_holding(short_failed, worst_extents, inside=True), allowed))
+    unknown_excluded = _sum_minutes(unknown_parts) - _sum_minutes(_minus(unknown_parts, allowed))
+    evidence = bool(up_spans or failed_spans or pieces)
+    if not evidence and total > 0:
+        notes.append("no evidence in this period: no round has a verdict, so availability is unknown")
+    if joined_failures:
+        notes.append(f"{_fmt(number(joined_failures))} minutes of failed rounds in runs too short to be an outage "
+                     "touch unknown time: the worst case counts them as downtime")
+
+    # 5. availability and the verdict, best case and worst case
+    best = worst = None
+    if total > 0:
+        best = (total - downtime) / total * 100
+        worst = (total - downtime - undecided) / total * 100
+    availability = best if evidence else None
+    availability_worst = worst if evidence else None
+    allowed_downtime = met = remaining = verdict = undetermined_by = None
+    if target is not None and total > 0:
+        allowed_downtime = total * (100 - rules.exact(target)) / 100
+        remaining = allowed_downtime - downtime
+        verdict = _judge(downtime, undecided, allowed_downtime, evidence)
+        met = {"met": True, "missed": False}.get(verdict)
+        if verdict == "undetermined":
+            undetermined_by = remaining
 
     report = {
         "policy": policy.name,
@@ -160,21 +306,36 @@ def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: 
         "excluded_minutes": number(excluded_minutes),
         "downtime_minutes": number(downtime),
         "unknown_minutes": number(unknown_minutes),
+        "unknown_excluded_minutes": number(unknown_excluded),
+        # minutes of DEGRADED rounds, counted apart: inside outages only where the policy counts
+        # them as down (degraded_counts_as_down), otherwise available time
+        "degraded_minutes": number(degraded_minutes),
+        "degraded_counts_as_down": policy.degraded_counts_as_down,
+        "undecided_minutes": number(undecided),
         "availability_percent": _pct(availability),
+        "availability_worst_percent": _pct(availability_worst),
         "target_percent": target,
         "allowed_downtime_minutes": number(allowed_downtime),
         "remaining_budget_minutes": number(remaining),
         "met": met,
+        "verdict": verdict,
+        "undetermined_by_minutes": number(undetermined_by),
         "data_coverage_percent": _pct(coverage),
         "rounds": {"total": expected_rounds, **counts},
     }
     if policy.guaranteed_percent is not None:
+        guaranteed = rules.exact(policy.guaranteed_percent)
         report["guaranteed_percent"] = policy.guaranteed_percent
-        report["guaranteed_met"] = None if availability is None else availability >= rules.exact(policy.guaranteed_percent)
+        report["guaranteed_met"] = (None if availability is None else True if availability_worst >= guaranteed
+                                    else False if availability < guaranteed else None)
 
-    # 5. credit and claim
-    credit, per_outage = _credit(policy, period, period_end, total, downtime, availability, met, outages,
-                                 fee, history, report)
+    # 6. credit and claim
+    worst_case = {"downtime": downtime + undecided, "availability": worst, "undecided": undecided,
+                  "verdict": verdict, "evidence": evidence,
+                  "pieces": [p for o in outages for p in o["unexcluded"]] + undecided_parts,
+                  "outages": merge(pieces + worst_extents), "allowed": allowed}
+    credit, per_outage = _credit(policy, period, period_end, total, downtime, best, met, outages,
+                                 fee, history, report, worst_case)
     report["outages"] = []
     for outage, extra in zip(outages, per_outage):
         window = outage["window"]
@@ -200,7 +361,7 @@ def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: 
 
 def _maintenance_entries(judgements: Sequence[Judgement], period_start, period_end, pieces) -> list[dict]:
     out = []
-    for judgement in sorted(judgements, key=lambda j: (j.announcement.start, j.announcement.announced)):
+    for judgement in sorted(judgements, key=lambda j: (j.announcement.start, j.announcement.recorded)):
         ann = judgement.announcement
         if not (ann.start < period_end and ann.end > period_start) and not (period_start <= ann.start < period_end):
             continue
@@ -212,37 +373,64 @@ def _maintenance_entries(judgements: Sequence[Judgement], period_start, period_e
 
 
 def _credit(policy: Policy, period: str, period_end, total, downtime, availability, met, outages,
-            fee, history, report) -> tuple[dict, list[dict]]:
-    """The credit block and, for per-outage rules, each outage's own credit and deadline."""
+            fee, history, report, worst: dict) -> tuple[dict, list[dict]]:
+    """The credit block and, for per-outage rules, each outage's own credit and deadline.
+
+    `availability` and `downtime` are the best case (undecided minutes up); `worst` holds the
+    worst case (undecided minutes down): its downtime, availability, non-excluded outage pieces
+    and outage extents (an unknown stretch beside an outage lengthens it). Credit fields:
+
+      percent / days          the credit on the best case (as before: unknown minutes were up).
+      percent_worst /
+      days_worst / dates_worst the credit on the worst case: what the customer may be owed if the
+                              undecided minutes were down.
+      depends_on_unknown      true when the two differ: the credit is a range, not a figure.
+      below_guaranteed        (tiered) true / false / null (undetermined), like `met`.
+      amount_worst            with a fee: the worst-case credit in the fee's currency.
+    """
     rule = policy.credit
     credit: dict = {"type": rule.type}
     notes = [rule.note] if rule.note else []
     per_outage: list[dict] = [{} for _ in outages]
     deadline = claim_deadline(policy, period_end=period_end) if policy.claim.type != "after_outage_end" else None
     month_days = days_in_month(period)
+    best_percent = worst_percent = Fraction(0)
+    as_json = number                 # how this rule has always written its percent
 
     if rule.type == "none":
         credit["percent"] = 0
     elif rule.type == "tiered_percent":
-        percent, band = (rules.tiered_percent(availability, policy.guaranteed_percent, rule.bands)
-                         if availability is not None else (Fraction(0), None))
-        credit.update(percent=number(percent), guaranteed_percent=policy.guaranteed_percent,
-                      below_guaranteed=bool(band))
+        def tier(value):
+            return (rules.tiered_percent(value, policy.guaranteed_percent, rule.bands)
+                    if value is not None else (Fraction(0), None))
+        best_percent, band = tier(availability)
+        worst_percent, worst_band = tier(worst["availability"])
+        # Numezis SLA §7: a credit "only if actual monthly availability falls below the guaranteed
+        # threshold": below when even the best case is, not below when even the worst case is not
+        below = True if band is not None else (False if worst_band is None else None)
+        credit.update(percent=number(best_percent), guaranteed_percent=policy.guaranteed_percent,
+                      below_guaranteed=below)
         if band is not None:
             floor = f">= {band.at_least} %" if band.at_least is not None else "below the last band"
             notes.append(f"availability below the guaranteed {policy.guaranteed_percent} %, band {floor}")
     elif rule.type == "half_day_per_started_hour":
         result = rules.half_day_per_started_hour(downtime, month_days, rule.days_per_started_hour)
+        result_worst = rules.half_day_per_started_hour(worst["downtime"], month_days, rule.days_per_started_hour)
+        best_percent, worst_percent, as_json = result["percent"], result_worst["percent"], _pct
         credit.update(days=number(result["days"]), percent=_pct(result["percent"]),
-                      started_hours=result["started_hours"], days_in_month=month_days, capped=result["capped"])
+                      started_hours=result["started_hours"], days_in_month=month_days, capped=result["capped"],
+                      days_worst=number(result_worst["days"]))
         if result["capped"]:
             notes.append(f"capped at one month of credit ({month_days} days)")
     elif rule.type == "day_per_outage_day":
         pieces = [p for o in outages for p in o["unexcluded"]]
         result = rules.day_per_outage_day(pieces, policy.tz, rule.max_days)
+        result_worst = rules.day_per_outage_day(worst["pieces"], policy.tz, rule.max_days)
+        best_percent = Fraction(result["days"], month_days) * 100
+        worst_percent, as_json = Fraction(result_worst["days"], month_days) * 100, _pct
         credit.update(days=result["days"], dates=[d.isoformat() for d in result["dates"]],
-                      percent=_pct(Fraction(result["days"], month_days) * 100), days_in_month=month_days,
-                      capped=result["capped"])
+                      percent=_pct(best_percent), days_in_month=month_days, capped=result["capped"],
+                      days_worst=result_worst["days"], dates_worst=[d.isoformat() for d in result_worst["dates"]])
         if result["capped"]:
             notes.append(f"capped at {rule.max_days} days of fees")
     elif rule.type == "per_outage_increment":
@@ -258,6 +446,12 @@ def _credit(policy: Policy, period: str, period_end, total, downtime, availabili
                                                          window_deadline["claim_deadline_at"] < earliest["claim_deadline_at"]):
                 earliest = window_deadline
         total_percent, capped = rules.capped_total(percents, rule.max_percent)
+        # Nexcess SLA, "SLA Credits": outages are never combined, but in the worst case an unknown
+        # stretch beside an outage was part of it, and an unknown stretch alone was one of its own
+        worst_percents = [rules.per_outage_increment(minutes_between(*extent) - overlap_minutes(extent, worst["allowed"]),
+                                                     increment, rule.percent_per_increment)
+                          for extent in worst["outages"]]
+        best_percent, worst_percent = total_percent, rules.capped_total(worst_percents, rule.max_percent)[0]
         credit.update(percent=number(total_percent), capped=capped,
                       outages_with_credit=sum(1 for p in percents if p > 0))
         if capped:
@@ -268,24 +462,40 @@ def _credit(policy: Policy, period: str, period_end, total, downtime, availabili
             notes.append("each outage has its own claim deadline; this is the earliest")
     elif rule.type == "pro_rata":
         percent, capped = rules.pro_rata(downtime, total, rule.max_percent)
+        best_percent, as_json = percent, _pct
+        worst_percent = rules.pro_rata(worst["downtime"], total, rule.max_percent)[0]
         credit.update(percent=_pct(percent), capped=capped)
         if rule.termination_after_months:
             below = None if met is None else not met
+            if worst["verdict"] == "undetermined":
+                reason = (f"undetermined: no evidence for {period}" if not worst["evidence"] else
+                          f"undetermined: {_fmt(number(worst['undecided']))} unknown minutes decide whether "
+                          f"{period} fell below {policy.target_percent} %")
+            else:
+                reason = None
             right, why = rules.termination_right(period, below, history, rule.termination_after_months,
-                                                 policy.target_percent)
+                                                 policy.target_percent, undetermined_note=reason)
             report["termination_right"] = right
             report["termination_note"] = why
+    credit["percent_worst"] = as_json(worst_percent)
+    credit["depends_on_unknown"] = worst_percent != best_percent
+    if credit["depends_on_unknown"]:
+        notes.append(f"depends on {_fmt(number(worst['undecided']))} unknown minutes: {_fmt(credit['percent'])} % "
+                     f"if they were up, {_fmt(credit['percent_worst'])} % if they were down")
     if fee is not None and credit.get("percent") is not None:
         # the share of the month's fee the credit is worth, in the fee's own currency
         credit["fee"] = fee
         credit["amount"] = round(float(rules.exact(fee) * rules.exact(credit["percent"]) / 100), 2)
+        credit["amount_worst"] = (credit["amount"] if not credit["depends_on_unknown"] else
+                                  round(float(rules.exact(fee) * rules.exact(credit["percent_worst"]) / 100), 2))
     credit.update(deadline)
     credit["notes"] = notes
     return credit, per_outage
 
 
 def verify_claim(policy: Policy, start: datetime, end: datetime, windows: Sequence[Window],
-                 maintenance: Sequence[Announcement], *, now: datetime | None = None) -> dict:
+                 maintenance: Sequence[Announcement], *, now: datetime | None = None,
+                 rounds: Sequence[Round] | None = None) -> dict:
     """A Claimed Outage [start, end) checked against the verified windows (Nexcess: "Nexcess will
     review Claimed Outages against Verified Outages"; "Qualifying Outage Minutes ... minus any
     Excluded Minutes").
@@ -296,6 +506,17 @@ def verify_claim(policy: Policy, start: datetime, end: datetime, windows: Sequen
     3. Per window, the credit the rule gives (per-outage rules are never combined), and the claim
        deadline (Nexcess: 7 days after the claimed outage's end; otherwise the policy's rule for
        the month in which the claim ends).
+    4. With `rounds` (the rounds over the claim), every claimed minute is accounted for, once, in
+       this order (minutes, and intervals [{start, end, minutes}] in UTC):
+         verified_minutes / verified_intervals            inside a verified outage window
+         refuted_minutes / refuted_intervals              an UP round: evidence the service was up
+         short_failure_minutes / short_failure_intervals  FAILED rounds of a run too short to be an
+                                                          outage (the policy's min_duration)
+         unknown_minutes / unknown_intervals              no evidence: UNKNOWN rounds, no rounds, or
+                                                          after `now`
+       unknown_excluded_minutes: the part of unknown_minutes inside allowed maintenance.
+       Without `rounds` the four are not split: refuted, short-failure and unknown fields are null
+       and `evidence_note` says why; unverified_minutes (claimed − verified) is always given.
     """
     if end <= start:
         raise ValueError("the claimed outage must end after it starts")
@@ -305,6 +526,7 @@ def verify_claim(policy: Policy, start: datetime, end: datetime, windows: Sequen
     verified = excluded = Fraction(0)
     rule = policy.credit
     percents = []
+    verified_pieces = []
     for window in sorted(windows, key=lambda w: w.start):
         window_end = window.end if window.end is not None else (now or end)
         piece = clip((window.start, window_end), start, end)
@@ -314,6 +536,7 @@ def verify_claim(policy: Policy, start: datetime, end: datetime, windows: Sequen
         excl = overlap_minutes(piece, allowed)
         verified += minutes
         excluded += excl
+        verified_pieces.append(piece)
         entry = window.to_dict(until=now or end)
         entry.update(verified_minutes=number(minutes), excluded_minutes=number(excl),
                      qualifying_minutes=number(minutes - excl), evidence_summary=evidence_summary(window))
@@ -337,12 +560,54 @@ def verify_claim(policy: Policy, start: datetime, end: datetime, windows: Sequen
         total, capped = rules.capped_total(percents, rule.max_percent)
         out["credit_percent"] = number(total)
         out["credit_capped"] = capped
+    out.update(_claim_evidence(policy, (start, end), merge(verified_pieces), rounds, allowed))
     if policy.claim.type == "after_outage_end":
         out.update(claim_deadline(policy, outage_end=end))
     else:
         period = period_of(end - _US, policy.tz)
         out["period"] = period
         out.update(claim_deadline(policy, period_end=month_bounds(period, policy.tz)[1]))
+    return out
+
+
+def _claim_evidence(policy: Policy, claim: tuple[datetime, datetime], verified: list, rounds, allowed) -> dict:
+    """Every minute of the claim in one of four parts: verified (in an outage window), refuted
+    (UP rounds), short failures (FAILED rounds outside windows) and unknown (no evidence).
+
+    Nexcess SLA: "Nexcess will review Claimed Outages against Verified Outages" (Approved
+    Procedure, 3) using "its monitoring logs"; a claimed minute the logs say nothing about is
+    neither verified nor refuted, and the claim says which minutes those are.
+    """
+    out = {"unverified_minutes": number(_sum_minutes([claim]) - _sum_minutes(verified)),
+           "verified_intervals": _intervals(verified)}
+    if rounds is None:
+        out.update(refuted_minutes=None, refuted_intervals=None, short_failure_minutes=None,
+                   short_failure_intervals=None, unknown_minutes=None, unknown_intervals=None,
+                   unknown_excluded_minutes=None,
+                   evidence_note="no rounds were given: the unverified minutes are not split into "
+                                 "refuted and unknown")
+        return out
+    step = timedelta(seconds=policy.interval)
+    seen: set = set()
+    up_spans: list = []
+    failed_spans: list = []
+    for rnd in sorted(rounds, key=lambda r: r.slot):
+        if rnd.slot in seen:
+            continue
+        seen.add(rnd.slot)
+        if rnd.verdict == Verdict.UNKNOWN:
+            continue
+        span = clip((rnd.slot, rnd.slot + step), *claim)
+        if span is not None:
+            _add_span(failed_spans if is_down(policy, rnd.verdict) else up_spans, *span)
+    up_merged, failed_merged = merge(up_spans), merge(failed_spans)
+    refuted = _minus(up_merged, verified)
+    short = _minus(failed_merged, verified)
+    unknown = _minus([claim], merge(verified + up_merged + failed_merged))
+    out.update(refuted_minutes=number(_sum_minutes(refuted)), refuted_intervals=_intervals(refuted),
+               short_failure_minutes=number(_sum_minutes(short)), short_failure_intervals=_intervals(short),
+               unknown_minutes=number(_sum_minutes(unknown)), unknown_intervals=_intervals(unknown),
+               unknown_excluded_minutes=number(_sum_minutes(unknown) - _sum_minutes(_minus(unknown, allowed))))
     return out
 
 
@@ -378,6 +643,7 @@ def render_text(report: dict) -> str:
         ("Excluded (maintenance)", report["excluded_minutes"]),
         ("Downtime (N)", report["downtime_minutes"]),
         ("Availability %", report["availability_percent"]),
+        ("Availability worst %", report.get("availability_worst_percent")),
         ("Target %", report["target_percent"]),
     ]
     if "guaranteed_percent" in report:
@@ -389,10 +655,16 @@ def render_text(report: dict) -> str:
         ("Data coverage %", report["data_coverage_percent"]),
         ("Unknown minutes", report["unknown_minutes"]),
     ]
+    if report.get("degraded_minutes"):
+        facts.append(("Degraded minutes", report["degraded_minutes"]))
     if "termination_right" in report:
-        facts.append(("Termination right", report["termination_right"]))
+        right = report["termination_right"]
+        facts.append(("Termination right", "undetermined" if right is None else right))
     width = max(len(k) for k, _ in facts)
     lines += [f"  {k.ljust(width)}  {_fmt(v)}" for k, v in facts]
+    verdict = _verdict_line(report)
+    if verdict:
+        lines += ["", verdict]
     lines += ["", f"Outages ({len(report['outages'])})"]
     if report["outages"]:
         per_outage = any("credit_percent" in o for o in report["outages"])
@@ -409,16 +681,29 @@ def render_text(report: dict) -> str:
         lines += ["  " + l for l in _table(headers, rows)]
     lines += ["", f"Maintenance ({len(report['maintenance'])})"]
     if report["maintenance"]:
-        rows = [[m["kind"], m["start"], m["end"], m["announced"], m["compliant"], m["excluded_minutes"],
-                 ", ".join(r["rule"] for r in m["broken_rules"]) or "-"] for m in report["maintenance"]]
-        lines += ["  " + l for l in _table(["kind", "start", "end", "announced", "compliant", "excluded", "broken"], rows)]
+        rows = [[m["kind"], m["start"], m["end"], m["recorded_at"], m.get("stated_announced") or "-", m["compliant"],
+                 m["excluded_minutes"], ", ".join(r["rule"] for r in m["broken_rules"]) or "-"]
+                for m in report["maintenance"]]
+        lines += ["  " + l for l in _table(["kind", "start", "end", "recorded", "stated", "compliant", "excluded",
+                                            "broken"], rows)]
+        if any(m.get("recorded_at_from") == "announced" for m in report["maintenance"]):
+            lines.append("  Offline records without recorded_at: the file's own `announced` is taken as when each "
+                         "was recorded (the operator's records).")
         for m in report["maintenance"]:
+            notice = m.get("notice")
+            if notice and notice["met"]:
+                lines.append(f"  {m['kind']} {m['start']}: notice met ({notice['rule']}): {notice['detail']}")
             for r in m["broken_rules"]:
                 lines.append(f"  {m['kind']} {m['start']}: {r['rule']}: {r['detail']}")
     c = report["credit"]
     amount = f", {c['percent']} %" if c.get("percent") is not None else ""
     days = f", {c['days']} days of fees" if c.get("days") is not None else ""
     money = f", amount {c['amount']}" if c.get("amount") is not None else ""
+    if c.get("depends_on_unknown"):
+        # a range: the best case (unknown minutes up) to the worst case (unknown minutes down)
+        amount = f", {_fmt(c['percent'])} % to {_fmt(c['percent_worst'])} %" if c.get("percent") is not None else ""
+        days = f", {c['days']} to {c['days_worst']} days of fees" if c.get("days_worst") is not None else days
+        money = f", amount {c['amount']} to {c['amount_worst']}" if c.get("amount_worst") is not None else money
     lines += ["", f"Credit: {c['type']}{days}{amount}{money}"]
     lines.append(f"  claim by {c['claim_deadline']} (before {c['claim_deadline_at']}; {c['claim_rule']})"
                  if c.get("claim_deadline") else f"  claim deadline: none ({c.get('claim_note') or c.get('claim_rule')})")
@@ -427,6 +712,26 @@ def render_text(report: dict) -> str:
     if report.get("termination_note"):
         lines.append(f"  termination: {report['termination_note']}")
     return "\n".join(lines) + "\n"
+
+
+def _verdict_line(report: dict) -> str | None:
+    """"Verdict: undetermined (150 unknown minutes decide it: ...; best 99.7685 %, worst 99.4213 %)"."""
+    verdict = report.get("verdict")
+    if verdict is None:
+        return None
+    undecided = report.get("undecided_minutes") or 0
+    best, worst = report.get("availability_percent"), report.get("availability_worst_percent")
+    if best is None:
+        return f"Verdict: undetermined (no evidence in the period; {_fmt(report['unknown_minutes'])} unknown minutes)"
+    if verdict == "undetermined":
+        return (f"Verdict: undetermined ({_fmt(undecided)} unknown minutes decide it: missed if more than "
+                f"{_fmt(report['undetermined_by_minutes'])} of them were down; best {_fmt(best)} %, "
+                f"worst {_fmt(worst)} %)")
+    if not undecided:
+        return f"Verdict: {verdict}"
+    if verdict == "met":
+        return f"Verdict: met (even with all {_fmt(undecided)} unknown minutes down: worst {_fmt(worst)} %)"
+    return f"Verdict: missed (even with all {_fmt(undecided)} unknown minutes up: best {_fmt(best)} %)"
 
 
 def render_claim_text(claim: dict) -> str:
@@ -438,8 +743,20 @@ def render_claim_text(claim: dict) -> str:
              ("Verified", claim["verified"])]
     if "credit_percent" in claim:
         facts.append(("Credit %", claim["credit_percent"]))
+    if claim.get("unknown_minutes") is not None:
+        facts += [("Refuted (up)", claim["refuted_minutes"]), ("Failed, too short", claim["short_failure_minutes"]),
+                  ("Unknown minutes", claim["unknown_minutes"])]
     width = max(len(k) for k, _ in facts)
     lines += [f"  {k.ljust(width)}  {_fmt(v)}" for k, v in facts]
+    if claim.get("unknown_minutes") is not None:
+        parts = sorted((iv["start"], label, iv) for key, label in (
+            ("verified_intervals", "verified"), ("refuted_intervals", "refuted (up)"),
+            ("short_failure_intervals", "failed, too short"), ("unknown_intervals", "unknown")) for iv in claim[key])
+        lines += ["", f"Claimed time by evidence ({len(parts)})"]
+        lines += ["  " + l for l in _table(["part", "start", "end", "minutes"],
+                                           [[label, iv["start"], iv["end"], iv["minutes"]] for _, label, iv in parts])]
+    elif claim.get("evidence_note"):
+        lines += ["", f"  note: {claim['evidence_note']}"]
     lines += ["", f"Supporting windows ({len(claim['windows'])})"]
     if claim["windows"]:
         rows = []
@@ -461,24 +778,32 @@ def render_claim_text(claim: dict) -> str:
 
 
 CSV_COLUMNS = ["row", "policy", "period", "start", "end", "minutes", "excluded_minutes", "qualifying_minutes",
-               "availability_percent", "target_percent", "met", "credit_percent", "credit_days", "claim_deadline"]
+               "availability_percent", "target_percent", "met", "credit_percent", "credit_days", "claim_deadline",
+               "availability_worst_percent", "verdict", "undecided_minutes", "credit_percent_worst",
+               "depends_on_unknown"]
 
 
 def render_csv(report: dict) -> str:
     """One `outage` row per outage, then one `summary` row for the period (same columns;
-    start/end of the summary are the period's bounds, minutes are T's outage minutes)."""
+    start/end of the summary are the period's bounds, minutes are T's outage minutes). The last
+    five columns (the worst case, the verdict, the undecided minutes, the worst-case credit and
+    whether the credit depends on unknown minutes) are filled on the summary row only."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for o in report["outages"]:
         writer.writerow(["outage", report["policy"], report["period"], o["start"], o["end"] or "",
                          o["minutes"], o["excluded_minutes"], o["qualifying_minutes"], "", "", "",
-                         o.get("credit_percent", ""), "", o.get("claim_deadline", "") or ""])
+                         o.get("credit_percent", ""), "", o.get("claim_deadline", "") or "", "", "", "", "", ""])
     c = report["credit"]
     writer.writerow(["summary", report["policy"], report["period"], report["period_start"], report["period_end"],
                      report["outage_minutes"], report["excluded_minutes"], report["downtime_minutes"],
                      report["availability_percent"], report["target_percent"],
                      "" if report["met"] is None else str(report["met"]).lower(),
                      "" if c.get("percent") is None else c["percent"],
-                     "" if c.get("days") is None else c["days"], c.get("claim_deadline") or ""])
+                     "" if c.get("days") is None else c["days"], c.get("claim_deadline") or "",
+                     "" if report.get("availability_worst_percent") is None else report["availability_worst_percent"],
+                     report.get("verdict") or "", report.get("undecided_minutes", ""),
+                     "" if c.get("percent_worst") is None else c["percent_worst"],
+                     "" if c.get("depends_on_unknown") is None else str(c["depends_on_unknown"]).lower()])
     return buffer.getvalue()

@@ -3,7 +3,14 @@ verdict by composition (issue 3, "Rounds", "Round verdict per component", "Compo
 
 Slots are k·I since the Unix epoch; a result belongs to the slot its scheduled time falls in, so an
 agent that starts a few seconds late still lands in its slot. An agent's verdict in a slot is
-success when any of its attempts there succeeded. A slot with no reports is UNKNOWN, never UP.
+success when any of its attempts there succeeded (a success that met the check's degraded_after
+beats a degraded one). A slot with no reports is UNKNOWN, never UP.
+
+DEGRADED: a component round that the quorum makes UP is DEGRADED when the same quorum rule, with
+the degraded agents counted as the failing ones, would make it FAILED. An agent that failed saw
+the service no better than degraded, so it counts among them too: in mode `all` a round is
+DEGRADED when every expected agent reported and none had a clean success. A round whose degraded
+quorum is undecided (UNKNOWN) stays UP: its UP verdict rests on evidence.
 """
 from __future__ import annotations
 
@@ -15,14 +22,18 @@ from typing import Iterable, Sequence
 from .model import ComponentRound, Observation, Round, Verdict, paused_gc
 from .policy import Policy
 
-__all__ = ["slot_of", "evaluate_rounds", "ObservationIndex", "component_verdict", "compose"]
+__all__ = ["slot_of", "evaluate_rounds", "ObservationIndex", "component_verdict", "degraded_verdict", "compose"]
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 ANONYMOUS = "?"  # a missing agent when the policy only counts its expected agents
 
-_UP, _FAILED, _UNKNOWN = Verdict.UP, Verdict.FAILED, Verdict.UNKNOWN
+_UP, _DEGRADED, _FAILED, _UNKNOWN = Verdict.UP, Verdict.DEGRADED, Verdict.FAILED, Verdict.UNKNOWN
+# An agent's report in a slot, as one number so that the best attempt is the largest.
+_FAIL, _SLOW, _OK = 0, 1, 2
+# Known verdicts from worst to best (composition takes the worst or the best of them).
+_RANK = {_FAILED: 0, _DEGRADED: 1, _UP: 2}
 
 
 def _interval_us(interval_s: float) -> int:
@@ -76,22 +87,43 @@ def component_verdict(mode: str, failed: int, succeeded: int, missing: int, *,
     raise ValueError(f"unknown quorum mode {mode!r}")
 
 
+def degraded_verdict(mode: str, verdict: Verdict, failed: int, degraded: int, succeeded: int, missing: int, *,
+                     min_reporting: int = 1, k: int | None = None) -> Verdict:
+    """DEGRADED for a component round the quorum made UP when the same quorum rule, counting the
+    agents that were degraded or failed as failing (`succeeded` includes the degraded), makes it
+    FAILED; otherwise `verdict` unchanged."""
+    if verdict is not _UP or not degraded:
+        return verdict
+    again = component_verdict(mode, failed + degraded, succeeded - degraded, missing, min_reporting=min_reporting, k=k)
+    return _DEGRADED if again is _FAILED else verdict
+
+
 def compose(mode: str, verdicts: Sequence[Verdict]) -> Verdict:
-    """The service's verdict from its components' (`any`: one FAILED fails the service)."""
+    """The service's verdict from its components', on the order FAILED < DEGRADED < UP.
+
+    `any` (the service needs every component): the worst; FAILED as soon as one component
+    FAILED, else UNKNOWN while a component is UNKNOWN. `all` (one component is enough): the best;
+    UP as soon as one component is UP, else UNKNOWN while a component is UNKNOWN."""
+    known = [v for v in verdicts if v is not _UNKNOWN]
     if mode == "any":
-        if _FAILED in verdicts:
+        if _FAILED in known:
             return _FAILED
-        return _UP if all(v == _UP for v in verdicts) else _UNKNOWN
-    if all(v == _FAILED for v in verdicts):
-        return _FAILED
-    return _UP if _UP in verdicts else _UNKNOWN
+        if len(known) < len(verdicts) or not known:
+            return _UNKNOWN
+        return min(known, key=_RANK.__getitem__)
+    if _UP in known:
+        return _UP
+    if len(known) < len(verdicts) or not known:
+        return _UNKNOWN
+    return max(known, key=_RANK.__getitem__)
 
 
 def _group(observations: Iterable[Observation], components: tuple[str, ...], iu: int):
-    """One pass: {(component, slot_us): {agent: ok}} (an agent's success in a slot wins), the
-    agents seen per component, and the first and last slot with any report."""
+    """One pass: {(component, slot_us): {agent: report}} (_FAIL, _SLOW or _OK: an agent's best
+    attempt in a slot wins), the agents seen per component, and the first and last slot with any
+    report."""
     wanted = set(components)
-    by_key: dict[tuple[str, int], dict[str, bool]] = {}
+    by_key: dict[tuple[str, int], dict[str, int]] = {}
     seen: dict[str, set[str]] = {c: set() for c in components}
     slot_cache: dict[datetime, int] = {}
     get_slot = slot_cache.get
@@ -106,11 +138,12 @@ def _group(observations: Iterable[Observation], components: tuple[str, ...], iu:
             us = _to_us(ts)
             slot = slot_cache[ts] = us - us % iu
         key = (comp, slot)
+        report = (_SLOW if obs.degraded else _OK) if obs.ok else _FAIL
         group = get_group(key)
         if group is None:
-            by_key[key] = {obs.agent: bool(obs.ok)}
-        elif not group.get(obs.agent, False):
-            group[obs.agent] = bool(obs.ok)
+            by_key[key] = {obs.agent: report}
+        elif group.get(obs.agent, -1) < report:
+            group[obs.agent] = report
     for (comp, _slot), group in by_key.items():
         seen[comp].update(group)
     slots = [slot for _comp, slot in by_key]
@@ -118,7 +151,7 @@ def _group(observations: Iterable[Observation], components: tuple[str, ...], iu:
 
 
 class ObservationIndex:
-    """Observations grouped once by (component, slot) -> {agent: ok}, so that rounds can be
+    """Observations grouped once by (component, slot) -> {agent: report}, so that rounds can be
     evaluated over any range without another pass over the results.
 
     Expected agents per component, first that applies: `expected_by_component` (the live
@@ -158,31 +191,36 @@ class ObservationIndex:
     def last_slot(self) -> datetime | None:
         return None if self.last_slot_us is None else _from_us(self.last_slot_us)
 
-    def _component_round(self, comp: str, reports: dict[str, bool] | None) -> ComponentRound:
+    def _component_round(self, comp: str, reports: dict[str, int] | None) -> ComponentRound:
         quorum = self.policy.quorum
         expected = self._expected[comp]
         if isinstance(expected, int):
             reports = reports or {}
-            failed = tuple(sorted(a for a, ok in reports.items() if not ok))
-            succeeded = tuple(sorted(a for a, ok in reports.items() if ok))
+            failed = tuple(sorted(a for a, r in reports.items() if r == _FAIL))
+            succeeded = tuple(sorted(a for a, r in reports.items() if r != _FAIL))
+            degraded = tuple(sorted(a for a, r in reports.items() if r == _SLOW))
             missing = (ANONYMOUS,) * max(0, expected - len(reports))
         elif not reports:
-            failed = succeeded = ()
+            failed = succeeded = degraded = ()
             missing = expected
         else:
-            failed, succeeded, missing = [], [], []
+            failed, succeeded, degraded, missing = [], [], [], []
             for agent in expected:  # sorted, so the evidence lists are sorted too
-                ok = reports.get(agent)
-                if ok is None:
+                report = reports.get(agent)
+                if report is None:
                     missing.append(agent)
-                elif ok:
-                    succeeded.append(agent)
-                else:
+                elif report == _FAIL:
                     failed.append(agent)
-            failed, succeeded, missing = tuple(failed), tuple(succeeded), tuple(missing)
+                else:
+                    succeeded.append(agent)
+                    if report == _SLOW:
+                        degraded.append(agent)
+            failed, succeeded, degraded, missing = tuple(failed), tuple(succeeded), tuple(degraded), tuple(missing)
         verdict = component_verdict(quorum.mode, len(failed), len(succeeded), len(missing),
                                     min_reporting=quorum.min_reporting, k=quorum.k)
-        return ComponentRound(comp, verdict, failed, succeeded, missing)
+        verdict = degraded_verdict(quorum.mode, verdict, len(failed), len(degraded), len(succeeded), len(missing),
+                                   min_reporting=quorum.min_reporting, k=quorum.k)
+        return ComponentRound(comp, verdict, failed, succeeded, missing, degraded)
 
     def rounds_us(self, start_us: int, end_us: int, *, sparse: bool = False) -> list[Round]:
         """Rounds for every slot that overlaps [start_us, end_us) (microseconds since the epoch);

@@ -2,7 +2,10 @@
 
 A maximal run of consecutive FAILED rounds is an outage when n × I >= the policy's minimum
 duration (0: every failed round counts). The window is [first failed slot, last failed slot + I).
-An UNKNOWN or UP round, or a gap in the slots given, ends a run.
+An UNKNOWN or UP round, or a gap in the slots given, ends a run. A DEGRADED round counts as FAILED
+only under a policy with `degraded_counts_as_down` (a contract whose downtime includes service
+that "does not meet the defined operating criteria", Numezis SaaS SLA §1); otherwise it is up
+for outages, and ends a run.
 """
 from __future__ import annotations
 
@@ -12,7 +15,12 @@ from typing import Sequence
 from .model import Round, Verdict, Window
 from .policy import Policy
 
-__all__ = ["find_windows", "qualifies"]
+__all__ = ["find_windows", "qualifies", "is_down"]
+
+
+def is_down(policy: Policy, verdict: Verdict) -> bool:
+    """Whether a round with this verdict counts towards an outage under the policy."""
+    return verdict is Verdict.FAILED or (verdict is Verdict.DEGRADED and policy.degraded_counts_as_down)
 
 
 def qualifies(policy: Policy, failed_rounds: int) -> bool:
@@ -25,7 +33,8 @@ def find_windows(policy: Policy, rounds: Sequence[Round], *, open_tail: bool = F
     """The outage windows in `rounds`, sorted by start.
 
     1. Rounds are taken in slot order; consecutive means the next slot follows at once.
-    2. Each maximal run of FAILED rounds is kept when it covers at least `min_duration`.
+    2. Each maximal run of FAILED rounds (and DEGRADED ones where they count as down, is_down)
+       is kept when it covers at least `min_duration`.
     3. With `open_tail`, a run that reaches the last round given is still open: its end is None.
     """
     if not rounds:
@@ -43,7 +52,7 @@ def find_windows(policy: Policy, rounds: Sequence[Round], *, open_tail: bool = F
             windows.append(Window(run[0].slot, end, tuple(run)))
 
     for rnd in ordered:
-        if rnd.verdict == Verdict.FAILED:
+        if is_down(policy, rnd.verdict):
             if run and rnd.slot != run[-1].slot + step:
                 close(False)
                 run = []

@@ -1,11 +1,15 @@
 """What the status page shows, computed from plain values with no I/O: daily bars, each service's
 current state, and readable summaries of a window's evidence (issue 6, item 1).
 
-Daily availability follows the report's arithmetic on one UTC day: 100 % minus the verified outage
-minutes in the day over the day's minutes (today: the minutes so far). Maintenance does not change
-the bar (the SLA report is where allowed maintenance is excluded); the bar's label says it was there.
-A day without a single result for any of the service's components has no figure: it is shown as
-"no data", never as up (issue 3: missing evidence is unknown, never up).
+Daily availability follows the report's arithmetic on one UTC day: the verified outage minutes in
+the day over the day's judged minutes (today: so far). Minutes of rounds without a verdict
+(UNKNOWN: too few agents reported) are not judged: they are neither up nor down, and a day that
+has any is drawn hatched, never as fully up. A day with DEGRADED rounds (up, but the quorum saw the
+service slower than its checks' degraded_after) and no outage is drawn amber; its degraded time is
+downtime only where the policy counts it as down, and then it is a verified outage like any other.
+Maintenance does not change the bar (the SLA report is where allowed maintenance is excluded); the
+bar's label says it was there. A day without a
+single result for any of the service's components has no figure: it is shown as "no data".
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from markupsafe import Markup, escape
 from .format import duration, moment, percent
 
 __all__ = [
-    "DAYS_SHOWN", "Bar", "Days", "ServiceState", "EvidenceView", "daily_bars", "period_summary",
-    "bar_level", "current_state", "summarise_rounds", "evidence_view", "LEVELS",
+    "DAYS_SHOWN", "STATES", "Bar", "Days", "ServiceState", "EvidenceView", "daily_bars", "period_summary",
+    "bar_level", "current_state", "summarise_rounds", "evidence_view", "result_details", "LEVELS",
 ]
 
 UTC = timezone.utc
@@ -30,9 +34,9 @@ _US = timedelta(microseconds=1)
 DAYS_SHOWN = 90
 # Rounds listed one by one in an evidence <details>; longer windows link to the JSON for the rest.
 ROUNDS_LISTED = 10
-# A service is "no data" when a component has had no result for this many of its intervals
-# (after the evaluation grace): one late round is normal, three in a row are not.
-SILENT_INTERVALS = 3
+# A service's state is unknown when a component has had no result for this many of its intervals
+# (after the evaluation grace): one late round is normal, two in a row are not.
+SILENT_INTERVALS = 2
 
 # (css class, lowest availability in the band, legend text): highest band first.
 LEVELS: tuple[tuple[str, float | None, str], ...] = (
@@ -40,7 +44,9 @@ LEVELS: tuple[tuple[str, float | None, str], ...] = (
     ("minor", 99.0, "99 % to under 100 %"),
     ("partial", 95.0, "95 % to under 99 %"),
     ("major", 0.0, "under 95 %"),
-    ("nodata", None, "no data: no result that day"),
+    ("degraded", None, "amber: up but degraded for part of the day (slower than its checks' limit), no verified outage"),
+    ("unknown", None, "hatched: some rounds that day had no verdict (too few agents reported); not counted as up"),
+    ("nodata", None, "grey: no data, no result that day"),
 )
 
 
@@ -52,6 +58,8 @@ class Bar:
     day_us: int                    # length of the day: 24 h, or so far for today
     label: str                     # the exact figure, shown on hover and focus and read aloud
     period: str                    # "YYYY-MM" of the day, for the link to that month's report
+    unknown_us: int = 0            # rounds without a verdict in the day, not counted as up
+    degraded_us: int = 0           # DEGRADED rounds in the day
 
 
 @dataclass(frozen=True)
@@ -72,11 +80,16 @@ class Days:
         return cls(starts, now, names, [Markup(f"{d:%Y-%m}") for d in starts], lengths)
 
 
+# A service's current state (GET /api/v1/status and the page's badges), worst first.
+STATES = ("outage", "failing", "unknown", "degraded", "maintenance", "up")
+
+
 @dataclass(frozen=True)
 class ServiceState:
-    kind: str    # "up" | "outage" | "maintenance" | "nodata"
+    kind: str    # one of STATES
     text: str    # what the badge says
     detail: str  # one sentence beside it
+    since: datetime | None = None  # since when it holds, where known
 
 
 @dataclass
@@ -84,9 +97,12 @@ class EvidenceView:
     """A window's evidence for a person: who failed, in how many rounds, and the rounds."""
     rounds: int
     headline: list[str]
-    components: list[dict[str, Any]]      # {"name", "failed_rounds", "agents": [{"agent","failed","succeeded","missing"}]}
+    components: list[dict[str, Any]]      # {"name", "failed_rounds", "degraded_rounds", "agents": [{"agent","failed","succeeded","missing","degraded"}]}
     listed: list[dict[str, Any]] = field(default_factory=list)  # {"slot","verdict","failed","missing"}
     more_rounds: int = 0
+    # per agent and component, what its latest failing (or degraded) result of the window said:
+    # {"agent","check","slot","text"} (see result_details)
+    details: list[dict[str, Any]] = field(default_factory=list)
 
 
 @lru_cache(maxsize=8192)
@@ -129,74 +145,132 @@ def _outage_per_day(windows: Iterable[tuple[datetime, datetime | None]], days: D
 
 
 def daily_bars(windows: Iterable[tuple[datetime, datetime | None]], evidence_days: set[int], days: Days,
-               maintenance: Iterable[tuple[datetime, datetime]] = ()) -> list[Bar]:
+               maintenance: Iterable[tuple[datetime, datetime]] = (),
+               unknown: Iterable[tuple[datetime, datetime]] = (),
+               degraded: Iterable[tuple[datetime, datetime]] = ()) -> list[Bar]:
     """One bar per day of `days`.
 
-    1. Outage per day from the windows (an open window counts up to now).
-    2. A day lasts 24 hours; today lasts until now.
+    1. Outage per day from the windows (an open window counts up to now), and the time of rounds
+       without a verdict from the `unknown` runs, of DEGRADED rounds from the `degraded` runs.
+    2. A day lasts 24 hours; today lasts until now. Its availability is over its judged time
+       (the day minus its unknown rounds); a day with unknown rounds is hatched unless it had
+       an outage, whose level then shows (its label says how long was unknown); a day with
+       degraded rounds, no outage and no unknown rounds is amber.
     3. A day with no evidence (no result for any component; `evidence_days` holds the indexes of
        the days with some) and no outage minutes has no figure: "no data".
     """
     outage = _outage_per_day(windows, days)
+    unknown_us = _outage_per_day(unknown, days)
+    degraded_us = _outage_per_day(degraded, days)
     with_maintenance = {i for start, end in maintenance for i in _day_indexes(start, end, days)}
     bars = []
     for index, name in enumerate(days.names):
         lost, length = outage[index], days.lengths_us[index]
+        blind = min(unknown_us[index], max(0, length - lost))
+        judged = length - blind
         if length <= 0 or (not lost and index not in evidence_days):
-            availability, label = None, f"{name}: no data"
-        elif lost:
-            availability = 100.0 * (length - lost) / length
-            label = f"{name}: {percent(availability)} available, {duration(lost / 1e6)} verified outage"
+            availability, label, level = None, f"{name}: no data", None
+        elif judged <= 0:
+            availability, label, level = None, f"{name}: no verdict, too few agents reported", "unknown"
         else:
-            availability, label = 100.0, f"{name}: 100 % available, no verified outage"
+            availability = 100.0 * (judged - lost) / judged
+            label = (f"{name}: {percent(availability)} available, {duration(lost / 1e6)} verified outage" if lost
+                     else f"{name}: 100 % available, no verified outage")
+            level = "unknown" if blind and not lost else ("degraded" if degraded_us[index] and not lost else None)
+        if degraded_us[index] and availability is not None:
+            label += f"; {duration(degraded_us[index] / 1e6)} degraded (slower than its limit)"
+        if blind and availability is not None:
+            label += f"; {duration(blind / 1e6)} without a verdict (not counted as up)"
         if index in with_maintenance:
             label += "; announced maintenance"
-        bars.append(Bar(bar_level(availability), availability, lost, length, _html(label), days.periods[index]))
+        css = _LEVEL_CLASSES[level] if level else bar_level(availability)
+        bars.append(Bar(css, availability, lost, length, _html(label), days.periods[index], blind, degraded_us[index]))
     return bars
 
 
 def period_summary(bars: Sequence[Bar]) -> tuple[float | None, int]:
-    """Availability over the days that have data, and how many days have none."""
+    """Availability over the judged time of the days that have data, and how many days have none."""
     total = lost = missing = 0
     for bar in bars:
-        if bar.availability is None:
+        if bar.availability is None and not bar.unknown_us:
             missing += 1
         else:
-            total += bar.day_us
+            total += bar.day_us - bar.unknown_us
             lost += bar.outage_us
-    if total == 0:
+    if total <= 0:
         return None, missing
     return 100.0 * (total - lost) / total, missing
 
 
 def current_state(*, open_since: datetime | None, maintenance_until: datetime | None,
                   maintenance_kind: str | None, latest_slots: dict[str, datetime | None],
-                  interval: float, grace: float, now: datetime) -> ServiceState:
-    """The badge: a verified outage first, then announced maintenance, then missing data, else up.
+                  interval: float, grace: float, now: datetime,
+                  judged_until: datetime | None = None, latest_run: Any = None,
+                  up_since: datetime | None = None, maintenance_since: datetime | None = None) -> ServiceState:
+    """The badge and GET /api/v1/status, in this order:
 
-    "No data" is judged per component: the service's rounds are UNKNOWN as soon as one component
-    has no results (issue 3, "Composition"), so one silent component is enough.
+    1. `outage`: a verified window is open.
+    2. `maintenance`: announced maintenance is going on.
+    3. `unknown`: a component has had no result for two intervals (after the grace), or no round
+       has been judged yet, or the evaluator is more than a round behind (those rounds have no
+       verdict yet), or the latest settled round is UNKNOWN (too few agents reported).
+    4. `failing`: the latest settled round FAILED, not yet long enough to be a verified outage.
+    5. `degraded`: the latest settled round was DEGRADED (up, but the quorum saw it slower than
+       its checks' degraded_after), not a verified outage.
+    6. `up`: the latest settled round was UP, since the end of the latest non-UP run.
+
+    `latest_run` is the policy's latest run of non-UP rounds (start, end, verdict); it speaks for
+    the latest round when it ends where judging ends.
     """
     if open_since is not None:
         return ServiceState("outage", "Verified outage in progress",
-                            f"Since {moment(open_since)} ({duration((now - open_since).total_seconds())} so far)")
+                            f"Since {moment(open_since)} ({duration((now - open_since).total_seconds())} so far)",
+                            open_since)
     if maintenance_until is not None:
         return ServiceState("maintenance", "Under announced maintenance",
-                            f"{(maintenance_kind or 'announced').capitalize()} maintenance until {moment(maintenance_until)}")
+                            f"{(maintenance_kind or 'announced').capitalize()} maintenance until {moment(maintenance_until)}",
+                            maintenance_since)
     cutoff = now - timedelta(seconds=SILENT_INTERVALS * interval + grace)
     silent = sorted(c for c, slot in latest_slots.items() if slot is None or slot < cutoff)
     if silent:
         lasts = [s for s in latest_slots.values() if s is not None]
         last = f"; last result {moment(max(lasts))}" if lasts else ""
-        return ServiceState("nodata", "No data",
+        since = min((latest_slots[c] for c in silent if latest_slots[c] is not None), default=None)
+        return ServiceState("unknown", "Unknown: no data",
                             f"No results in the last {duration(SILENT_INTERVALS * interval + grace)} "
-                            f"for {', '.join(silent)}{last}")
-    return ServiceState("up", "Up", "No verified outage in progress")
+                            f"for {', '.join(silent)}{last}",
+                            since + timedelta(seconds=interval) if since is not None else None)
+    settled_end = _slot_floor(now - timedelta(seconds=grace), interval)
+    if judged_until is None:
+        return ServiceState("unknown", "Unknown: not judged yet", "No round of this service has been judged yet")
+    if judged_until < settled_end - timedelta(seconds=interval):
+        return ServiceState("unknown", "Unknown: evaluation behind",
+                            f"Rounds after {moment(judged_until)} have not been judged yet", judged_until)
+    if latest_run is not None and latest_run.end >= judged_until:
+        verdict = getattr(latest_run.verdict, "value", latest_run.verdict)
+        if verdict == "failed":
+            return ServiceState("failing", "Failing",
+                                f"Rounds failing since {moment(latest_run.start)}, not yet long enough to be a "
+                                "verified outage", latest_run.start)
+        if verdict == "degraded":
+            return ServiceState("degraded", "Degraded",
+                                f"Up, but slower than its limit since {moment(latest_run.start)}: most agents saw "
+                                "it degraded; no verified outage", latest_run.start)
+        return ServiceState("unknown", "Unknown: too few agents reported",
+                            f"Rounds since {moment(latest_run.start)} have no verdict: too few agents reported",
+                            latest_run.start)
+    return ServiceState("up", "Up", "No verified outage in progress; the latest round was up", up_since)
+
+
+def _slot_floor(moment_: datetime, interval: float) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    step = max(1, round(interval * 1_000_000))
+    return epoch + timedelta(microseconds=((moment_ - epoch) // _US) // step * step)
 
 
 def summarise_rounds(evidence: Any) -> dict[str, Any]:
     """A stored window's evidence ({"policy_hash", "rounds": [{"slot", "verdict", "components":
-    {name: {"verdict", "failed", "succeeded", "missing"}}}]}) in the report's summary shape
+    {name: {"verdict", "failed", "succeeded", "missing", "degraded" (optional)}}}]}) in the report's summary shape
     (collector.rules.report.evidence_summary): per component the rounds it failed and, per agent,
     how often it failed, succeeded or was missing. Anything malformed counts as no evidence."""
     rounds = evidence.get("rounds") if isinstance(evidence, dict) else None
@@ -211,12 +285,15 @@ def summarise_rounds(evidence: Any) -> dict[str, Any]:
         for name, part in parts.items():
             if not isinstance(part, dict):
                 continue
-            entry = components.setdefault(name, {"failed_rounds": 0, "agents": {}})
+            entry = components.setdefault(name, {"failed_rounds": 0, "degraded_rounds": 0, "agents": {}})
             if part.get("verdict") == "failed":
                 entry["failed_rounds"] += 1
-            for key in ("failed", "succeeded", "missing"):
+            elif part.get("verdict") == "degraded":
+                entry["degraded_rounds"] += 1
+            for key in ("failed", "succeeded", "missing", "degraded"):
                 for agent in part.get(key) or ():
-                    counts = entry["agents"].setdefault(str(agent), {"failed": 0, "succeeded": 0, "missing": 0})
+                    counts = entry["agents"].setdefault(str(agent), {"failed": 0, "succeeded": 0, "missing": 0,
+                                                                      "degraded": 0})
                     counts[key] += 1
         listed.append(rnd)
     return {"rounds": len(listed),
@@ -241,8 +318,9 @@ def _agents_phrase(agents: dict[str, dict[str, int]], key: str, rounds: int) -> 
     return out
 
 
-def evidence_view(summary: dict[str, Any]) -> EvidenceView:
-    """Sentences and tables from an evidence summary (stored window or report outage)."""
+def evidence_view(summary: dict[str, Any], details: Sequence[dict[str, Any]] = ()) -> EvidenceView:
+    """Sentences and tables from an evidence summary (stored window or report outage), with
+    `details` (result_details) where the raw results are at hand."""
     rounds = int(summary.get("rounds") or 0)
     headline, components = [], []
     for name, entry in sorted((summary.get("components") or {}).items()):
@@ -250,16 +328,22 @@ def evidence_view(summary: dict[str, Any]) -> EvidenceView:
         failed = _agents_phrase(agents, "failed", rounds)
         missing = _agents_phrase(agents, "missing", rounds)
         succeeded = _agents_phrase(agents, "succeeded", rounds)
+        slow = _agents_phrase({a: {"degraded": c.get("degraded", 0)} for a, c in agents.items()}, "degraded", rounds)
         text = f"{name}: failed in {entry.get('failed_rounds', 0)} of {rounds} rounds"
+        if entry.get("degraded_rounds"):
+            text += f", degraded in {entry['degraded_rounds']}"
         if failed:
             text += f"; agents that failed: {'; '.join(failed)}"
+        if slow:
+            text += f"; degraded: {'; '.join(slow)}"
         if succeeded:
             text += f"; succeeded: {'; '.join(succeeded)}"
         if missing:
             text += f"; missing: {'; '.join(missing)}"
         headline.append(text)
         components.append({"name": name, "failed_rounds": entry.get("failed_rounds", 0),
-                           "agents": [{"agent": a, **c} for a, c in sorted(agents.items())]})
+                           "degraded_rounds": entry.get("degraded_rounds", 0),
+                           "agents": [{"agent": a, "degraded": 0, **c} for a, c in sorted(agents.items())]})
     listed = []
     for rnd in summary.get("round_list") or ():
         parts = rnd.get("components") or {}
@@ -267,9 +351,53 @@ def evidence_view(summary: dict[str, Any]) -> EvidenceView:
             "slot": rnd.get("slot"),
             "verdict": rnd.get("verdict", "?"),
             "parts": [{"name": n, "verdict": p.get("verdict", "?"), "failed": ", ".join(p.get("failed") or ()) or "none",
+                       "degraded": ", ".join(p.get("degraded") or ()),
                        "missing": ", ".join(p.get("missing") or ()) or "none"}
                       for n, p in sorted(parts.items()) if isinstance(p, dict)],
         })
     return EvidenceView(rounds=rounds, headline=headline or ["no evidence stored"], components=components,
-                        listed=listed, more_rounds=max(0, rounds - len(listed)))
+                        listed=listed, more_rounds=max(0, rounds - len(listed)), details=list(details))
 
+
+
+def _seconds(value: Any) -> str:
+    """A phase's length: "4 ms", "1.25 s"."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "?"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.3g} s"
+
+
+def _result_text(row: Any) -> str:
+    """One stored result in a sentence: its error and step, detail, status, and phases."""
+    extra = row.extra if isinstance(row.extra, dict) else {}
+    if row.ok:
+        text = "degraded (ok, but slower than its limit)"
+        if row.latency_ms is not None:
+            text += f": {row.latency_ms:g} ms"
+    else:
+        text = str(row.error or "failed")
+        if extra.get("failed_step"):
+            text += f" at step {str(extra['failed_step'])!r}"
+        if row.detail:
+            text += f": {row.detail}"
+        if row.status_code is not None and (not row.detail or str(row.status_code) not in row.detail):
+            text += f" (status {row.status_code})"
+    phases = extra.get("phases")
+    if isinstance(phases, dict) and phases:
+        text += "; phases: " + ", ".join(f"{name} {_seconds(v)}" for name, v in phases.items())
+    return text
+
+
+def result_details(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Per agent and check, its latest failing or degraded result among `rows` (stored results of a
+    window's first and last round: agent_id, check, slot, ok, error, detail, status_code,
+    latency_ms, extra), as {"agent", "check", "slot", "text"}, sorted by agent and check."""
+    latest: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        key = (row.agent_id, row.check)
+        if key not in latest or row.slot > latest[key].slot:
+            latest[key] = row
+    return [{"agent": agent, "check": check, "slot": row.slot, "text": _result_text(row)}
+            for (agent, check), row in sorted(latest.items())]

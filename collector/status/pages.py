@@ -8,14 +8,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 from urllib.parse import quote
 
+from collector.reporting import announcement_of
 from collector.rules.maintenance import check_kinds, judge_maintenance
 from collector.rules.model import Announcement
 from collector.rules.periods import period_of
 from collector.rules.policy import Policy, PolicyError
 
-from .format import duration
+from .format import duration, parse_iso
 from .history import (
-    Bar, Days, EvidenceView, ServiceState, current_state, daily_bars, evidence_view, period_summary, summarise_rounds,
+    STATES, Bar, Days, EvidenceView, ServiceState, current_state, daily_bars, evidence_view, period_summary,
+    result_details, summarise_rounds,
 )
 
 __all__ = ["ServiceView", "Incident", "StatusPage", "build_status_page", "policy_url", "INCIDENT_MONTHS"]
@@ -53,9 +55,12 @@ class Incident:
     length: str               # "10 s", "1 h 5 min", "12 min so far"
     period: str               # the month (policy's time zone) whose report holds it
     window_id: int | None = None
+    components: tuple[str, ...] = ()       # the policy's checks (whose results are the evidence)
     evidence: EvidenceView | None = None   # attached once loaded (StatusPage.attach_evidence)
     evidence_json: str = ""   # the API query that returns the full evidence
-    maintenance: dict[str, Any] = field(default_factory=dict)  # kind, announced, note, compliant, broken_rules
+    # kind, recorded_at, stated_announced, recorded_by, author, cancelled_at, cancel_reason, note,
+    # compliant, broken_rules, notice
+    maintenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def month(self) -> str:
@@ -80,17 +85,46 @@ class StatusPage:
         """The windows whose evidence the page shows."""
         return [i.window_id for _month, items in self.months for i in items if i.window_id is not None]
 
-    def attach_evidence(self, evidence_by_id: dict[int, Any]) -> None:
-        for _month, items in self.months:
-            for i in items:
-                if i.window_id is not None:
-                    i.evidence = evidence_view(summarise_rounds(evidence_by_id.get(i.window_id)))
+    def _outages(self):
+        return [i for _month, items in self.months for i in items if i.window_id is not None]
+
+    def result_slots(self, evidence_by_id: dict[int, Any]) -> list[tuple[str, datetime]]:
+        """(check, slot) of the first and last round of each listed window's stored evidence:
+        the raw results that say what the agents saw (queries.window_results)."""
+        out: set[tuple[str, datetime]] = set()
+        for i in self._outages():
+            for slot in _edge_slots(evidence_by_id.get(i.window_id)):
+                out.update((check, slot) for check in i.components)
+        return sorted(out)
+
+    def attach_evidence(self, evidence_by_id: dict[int, Any], results: Sequence[Any] = ()) -> None:
+        """Each listed window's evidence, with the failing step, error and phases its agents
+        reported in its first and last round where those results are still stored."""
+        by_slot: dict[tuple[str, datetime], list[Any]] = {}
+        for row in results:
+            by_slot.setdefault((row.check, row.slot), []).append(row)
+        for i in self._outages():
+            stored = evidence_by_id.get(i.window_id)
+            mine = [row for slot in _edge_slots(stored) for check in i.components
+                    for row in by_slot.get((check, slot), ())]
+            i.evidence = evidence_view(summarise_rounds(stored), result_details(mine))
+
+
+def _edge_slots(evidence: Any) -> list[datetime]:
+    """The first and last round's slot of a stored window's evidence (none when malformed)."""
+    rounds = evidence.get("rounds") if isinstance(evidence, dict) else None
+    slots = []
+    for rnd in (rounds[0], rounds[-1]) if isinstance(rounds, list) and rounds else ():
+        try:
+            slots.append(parse_iso(rnd["slot"]))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            continue
+    return sorted(set(slots))
 
 
 def _maintenance_views(policy: Policy, rows: Sequence[Any]) -> list[dict[str, Any]]:
     """Each announcement judged under its policy's contract rules (notice, window, limits)."""
-    announcements = [Announcement(kind=r.kind, announced=r.announced, start=r.start, end=r.end, note=r.note or "")
-                     for r in rows]
+    announcements = [announcement_of(r) for r in rows]
     accepted = [a for a in announcements if a.kind in policy.maintenance]
     judged: dict[int, Any] = {}
     try:
@@ -98,20 +132,26 @@ def _maintenance_views(policy: Policy, rows: Sequence[Any]) -> list[dict[str, An
         for ann, judgement in zip(accepted, judge_maintenance(policy, accepted)):
             judged[id(ann)] = judgement
     except (PolicyError, ValueError) as err:  # a rule the core refuses: say so rather than fail the page
-        return [{"kind": a.kind, "announced": a.announced, "note": a.note, "compliant": False,
+        return [{**_record(a), "compliant": False,
                  "broken_rules": [{"rule": "policy", "detail": str(err)}]} for a in announcements]
     out = []
     for ann in announcements:
         judgement = judged.get(id(ann))
         if judgement is None:
             kinds = ", ".join(policy.maintenance) or "none"
-            out.append({"kind": ann.kind, "announced": ann.announced, "note": ann.note, "compliant": False,
+            out.append({**_record(ann), "compliant": False,
                         "broken_rules": [{"rule": "kind", "detail": f"the contract does not accept {ann.kind!r} "
                                                                     f"maintenance (accepted: {kinds})"}]})
         else:
-            out.append({"kind": ann.kind, "announced": ann.announced, "note": ann.note,
-                        "compliant": judgement.compliant, "broken_rules": [dict(r) for r in judgement.broken_rules]})
+            out.append({**_record(ann), "compliant": judgement.compliant,
+                        "broken_rules": [dict(r) for r in judgement.broken_rules], "notice": judgement.notice})
     return out
+
+
+def _record(ann: Announcement) -> dict[str, Any]:
+    return {"kind": ann.kind, "note": ann.note, "recorded_at": ann.recorded, "stated_announced": ann.announced,
+            "recorded_by": ann.recorded_by, "author": ann.author, "cancelled_at": ann.cancelled_at,
+            "cancel_reason": ann.cancel_reason}
 
 
 def build_status_page(
@@ -124,9 +164,14 @@ def build_status_page(
     latest_by_check: dict[str, datetime],
     days: Days,
     grace: float,
+    runs_by_policy: dict[str, Sequence[Any]] | None = None,
+    judged_until: dict[str, datetime] | None = None,
+    up_since: dict[str, datetime] | None = None,
 ) -> StatusPage:
     """1. Group windows and maintenance by policy (anything for a policy no longer configured is left out).
-    2. Per service: current state, 90 daily bars, availability over the days with data.
+    2. Per service: current state (from the latest judged round: `runs_by_policy` holds its recent
+       runs of non-UP rounds, `judged_until` how far it was judged), 90 daily bars with the time
+       of rounds without a verdict hatched, availability over the judged time of the days with data.
     3. Outages and maintenance of the last 12 months, newest first, grouped by UTC month."""
     since = now - timedelta(days=365)
     windows_by: dict[str, list[Any]] = {}
@@ -140,22 +185,33 @@ def build_status_page(
 
     services: list[ServiceView] = []
     entries: list[tuple] = []
-    counts = {"up": 0, "outage": 0, "maintenance": 0, "nodata": 0}
+    counts = {kind: 0 for kind in STATES}
+    runs_by_policy = runs_by_policy or {}
+    judged_until = judged_until or {}
+    up_since = up_since or {}
     for name in sorted(policies):
         policy = policies[name]
         mine = windows_by.get(name, [])
         rows = maint_by.get(name, [])
         open_since = next((w.start for w in mine if w.end is None), None)
-        active = [m for m in rows if m.start <= now < m.end]
+        # a cancelled announcement stays listed but puts nothing under maintenance
+        in_force = [m for m in rows if m.cancelled_at is None]
+        active = [m for m in in_force if m.start <= now < m.end]
+        runs = list(runs_by_policy.get(name, ()))
         state = current_state(
             open_since=open_since,
             maintenance_until=max((m.end for m in active), default=None),
+            maintenance_since=min((m.start for m in active), default=None),
             maintenance_kind=", ".join(sorted({m.kind for m in active})) or None,
             latest_slots={c: latest_by_check.get(c) for c in policy.components},
-            interval=policy.interval, grace=grace, now=now)
+            interval=policy.interval, grace=grace, now=now,
+            judged_until=judged_until.get(name), latest_run=runs[-1] if runs else None, up_since=up_since.get(name))
         counts[state.kind] += 1
         evidence = set().union(*(evidence_by_check.get(c, set()) for c in policy.components))
-        bars = daily_bars([(w.start, w.end) for w in mine], evidence, days, [(m.start, m.end) for m in rows])
+        unknown = [(r.start, r.end) for r in runs if getattr(r.verdict, "value", r.verdict) == "unknown"]
+        degraded = [(r.start, r.end) for r in runs if getattr(r.verdict, "value", r.verdict) == "degraded"]
+        bars = daily_bars([(w.start, w.end) for w in mine], evidence, days, [(m.start, m.end) for m in in_force], unknown,
+                          degraded)
         availability, missing = period_summary(bars)
         services.append(ServiceView(name, policy.description, list(policy.components), state, bars, availability,
                                     missing, policy_url(name), period_of(now, policy.tz)))
@@ -186,7 +242,7 @@ def _incident(policy: Policy, row: Any, kind: str, view: dict[str, Any] | None, 
     api = (f"/api/v1/outages?policy={quote(policy.name, safe='')}&since={_q(row.start)}"
            f"&until={_q(row.start + timedelta(microseconds=1))}")
     return Incident(kind, policy.name, row.start, row.end, length + (" so far" if row.end is None else ""), period,
-                    window_id=row.id, evidence_json=api)
+                    window_id=row.id, components=tuple(policy.components), evidence_json=api)
 
 
 def _q(moment_: datetime) -> str:

@@ -7,6 +7,8 @@
    columns per configured check; each EXISTS is one seek in the (check, slot) index, so its cost
    does not grow with the number of results (a scan grouping a year of results by day would).
 4. The newest slot of each check in the last few intervals (for "no data").
+5. The failing (or degraded) results of the listed windows' first and last rounds, to show what
+   the agents saw: one statement, one (check, slot IN ...) seek per check.
 Like collector.store, these only read; the caller owns the session.
 """
 
@@ -15,12 +17,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from collector.db import Check, Maintenance, OutageWindow, Result
 
-__all__ = ["windows_since", "window_evidence", "maintenance_since", "evidence_days", "latest_slots"]
+__all__ = ["windows_since", "window_evidence", "maintenance_since", "evidence_days", "latest_slots", "window_results"]
 
 DAY = timedelta(days=1)
 
@@ -76,3 +78,19 @@ async def latest_slots(session: AsyncSession, checks: Sequence[str], since: date
             .group_by(Result.check))
     return {check: slot for check, slot in (await session.execute(stmt)).all() if slot is not None}
 
+
+
+async def window_results(session: AsyncSession, slots: Sequence[tuple[str, datetime]]) -> list[Any]:
+    """The failed or degraded results of the given (check, slot) pairs, with their details:
+    agent_id, check, slot, ok, degraded, error, detail, status_code, latency_ms, extra."""
+    by_check: dict[str, set[datetime]] = {}
+    for check, slot in slots:
+        by_check.setdefault(check, set()).add(slot)
+    if not by_check:
+        return []
+    stmt = (select(Result.agent_id, Result.check, Result.slot, Result.ok, Result.degraded, Result.error, Result.detail,
+                   Result.status_code, Result.latency_ms, Result.extra)
+            .where(or_(*(and_(Result.check == check, Result.slot.in_(sorted(wanted)))
+                         for check, wanted in sorted(by_check.items()))))
+            .where(or_(Result.ok.is_(False), Result.degraded.is_(True))))
+    return list((await session.execute(stmt)).all())

@@ -17,6 +17,7 @@ import jinja2
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from collector import store
 from collector.api.common import STATE
 from collector.config import admin_token_matches
 from collector.rules.offline import InputError
@@ -96,6 +97,29 @@ def _private(request: web.Request) -> bool:
     return not admin_token_matches(token.strip() if scheme.lower() == "bearer" else "", expected)
 
 
+async def _page_data(state: Any, now: datetime, days: Days) -> Any:
+    """Everything the front page and GET /api/v1/status show, loaded in a handful of queries
+    (not a few per service) and assembled off the event loop."""
+    checks = sorted({c for p in state.policies.values() for c in p.components})
+    names = sorted(state.policies)
+    since = now - timedelta(days=365)
+    longest = max((p.interval for p in state.policies.values()), default=60.0)
+    recent = now - timedelta(seconds=4 * longest + state.config.evaluation.grace)
+    async with state.sessionmaker() as session:
+        windows = await queries.windows_since(session, min(since, days.starts[0]))
+        # a month more of maintenance: monthly budgets count the announcements before `since`
+        maintenance = await queries.maintenance_since(session, since - timedelta(days=31))
+        evidence = await queries.evidence_days(session, checks, days.starts)
+        latest = await queries.latest_slots(session, checks, recent)
+        runs = await store.runs_since(session, names, days.starts[0])
+        judged = await store.judged_until(session, names)
+        up_since = await store.last_run_ends(session, names)
+    return await asyncio.to_thread(
+        build_status_page, now=now, policies=state.policies, windows=windows, maintenance=maintenance,
+        evidence_by_check=evidence, latest_by_check=latest, days=days, grace=state.config.evaluation.grace,
+        runs_by_policy=runs, judged_until=judged, up_since=up_since)
+
+
 async def status_page(request: web.Request) -> web.Response:
     """`GET /`: every service's state, 90 daily bars, the outages and maintenance of 12 months."""
     if _private(request):
@@ -105,33 +129,46 @@ async def status_page(request: web.Request) -> web.Response:
     state = _state(request)
     now = datetime.now(UTC)
     days = Days.ending(now, DAYS_SHOWN)
-    checks = sorted({c for p in state.policies.values() for c in p.components})
-    since = now - timedelta(days=365)
-    longest = max((p.interval for p in state.policies.values()), default=60.0)
-    recent = now - timedelta(seconds=4 * longest + state.config.evaluation.grace)
     try:
-        async with state.sessionmaker() as session:
-            windows = await queries.windows_since(session, min(since, days.starts[0]))
-            # a month more of maintenance: monthly budgets count the announcements before `since`
-            maintenance = await queries.maintenance_since(session, since - timedelta(days=31))
-            evidence = await queries.evidence_days(session, checks, days.starts)
-            latest = await queries.latest_slots(session, checks, recent)
+        page = await _page_data(state, now, days)
     except _DB_ERRORS as err:
         log.warning("status page: database unavailable: %s", err.__class__.__name__)
         return await _error(503, "Status temporarily unavailable",
                             "The collector's database does not answer; try again in a few seconds.",
                             {"Retry-After": "5"})
-    page = await asyncio.to_thread(
-        build_status_page, now=now, policies=state.policies, windows=windows, maintenance=maintenance,
-        evidence_by_check=evidence, latest_by_check=latest, days=days, grace=state.config.evaluation.grace)
+    stored: dict = {}
+    results: list = []
     try:
         async with state.sessionmaker() as session:
             stored = await queries.window_evidence(session, page.window_ids())
+            # what the agents saw in each window's first and last round (error, failing step, phases)
+            results = await queries.window_results(session, page.result_slots(stored))
     except _DB_ERRORS as err:
+        # the page without evidence beats no page: each entry says none is stored
         log.warning("status page: database unavailable: %s", err.__class__.__name__)
-        stored = {}  # the page without evidence beats no page: each entry says none is stored
-    page.attach_evidence(stored)
+    page.attach_evidence(stored, results)
     return await _render("index.html", page=page)
+
+
+async def status_api(request: web.Request) -> web.Response:
+    """`GET /api/v1/status`: every service on the status page with its current state and since
+    when: up, degraded, failing, outage, maintenance or unknown (never up without a judged round)."""
+    if _private(request):
+        return web.json_response({"error": "admin token required (public_reads is off)"}, status=401)
+    state = _state(request)
+    now = datetime.now(UTC)
+    try:
+        page = await _page_data(state, now, Days.ending(now, 1))
+    except _DB_ERRORS as err:
+        log.warning("status API: database unavailable: %s", err.__class__.__name__)
+        return web.json_response({"error": "database unavailable, retry later"}, status=503,
+                                 headers={"Retry-After": "5"})
+    services = [{"name": s.name, "state": s.state.kind, "since": fmt.iso_utc(s.state.since) if s.state.since else None,
+                 "text": s.state.text, "detail": s.state.detail, "components": s.components, "url": s.url}
+                for s in page.services]
+    return web.json_response({"generated_at": fmt.iso_utc(now),
+                              "all_up": bool(services) and all(s["state"] == "up" for s in services),
+                              "counts": page.counts, "services": services})
 
 
 def _check_period(period: str, policy: Policy, now: datetime) -> str | None:
@@ -201,5 +238,6 @@ async def policy_report(request: web.Request) -> web.StreamResponse:
 
 def setup_status_routes(app: web.Application) -> None:
     app.router.add_get("/", status_page)
+    app.router.add_get("/api/v1/status", status_api)
     app.router.add_get("/policies/{name}", policy_report)
     app.router.add_get("/policies/{name}/{period}", policy_report)
