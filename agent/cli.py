@@ -99,10 +99,8 @@ def check_config(config_path: str, agent_id: str | None) -> None:
     else:
         click.echo(f"checks:    {len(config.checks)} local")
         for check in config.checks:
-            target = redact_url(check.url) if check.type == "http" else check.host
-            extra = f"{check.method} " if check.type == "http" else f"count {check.count}, "
-            click.echo(f"  {check.name:<20} {check.type:<5} every {format_duration(check.interval):<6} "
-                       f"timeout {format_duration(check.timeout):<6} {extra}{target}")
+            click.echo(f"  {check.name:<20} {check.type:<7} every {format_duration(check.interval):<6} "
+                       f"timeout {format_duration(check.timeout):<6} {_target(check)}")
     guarded = config.guard.applies(assigned=not config.checks)
     click.echo(f"guard:     {'on' if guarded else 'off'} for HTTP checks"
                + (f" (allowed: {', '.join(config.guard.allow)})" if guarded and config.guard.allow else ""))
@@ -110,6 +108,86 @@ def check_config(config_path: str, agent_id: str | None) -> None:
         click.echo("to run, still needed:", err=True)
         for path, message in runtime_problem.problems:
             click.echo(f"  {path}: {message}", err=True)
+
+
+def _target(check) -> str:
+    """What a check probes, in one line (credentials redacted)."""
+    if check.type == "http":
+        return f"{check.method} {redact_url(check.url)}"
+    if check.type == "icmp":
+        return f"count {check.count}, {check.host}"
+    if check.type == "tcp":
+        tls = " tls" if check.tls else f" starttls {check.starttls}" if check.starttls else ""
+        return f"{check.host}:{check.port}{tls}"
+    if check.type == "dns":
+        return f"{check.query} {check.record} at {check.server or 'the system resolver'}"
+    return f"{len(check.steps)} steps, first {check.steps[0].method} {redact_url(check.steps[0].url)}"
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML file: an agent config with checks:, or a file of checks: alone")
+@click.option("--check", "names", multiple=True, metavar="NAME", help="probe only this check (may be repeated)")
+@click.option("--format", "output", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="text for people, json (an array, one object per check) for tools")
+@click.option("--id", "agent_id", help="agent id named in the probes' User-Agent (default agent.id, else 'probe')")
+def probe(config_path: str, names: tuple[str, ...], output: str, agent_id: str | None) -> None:
+    """Run the configured checks once, now, and print each result: its phases, the reason of a
+    failure and, for a journey, every step. Exit 0 when all succeed, 1 when one fails, 2 on a
+    config error."""
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    checks, guard, configured_id = _probe_targets(config_path)
+    if names:
+        known = {check.name for check in checks}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            click.echo(f"{config_path}: --check: no check named {', '.join(map(repr, unknown))} "
+                       f"(checks: {', '.join(sorted(known))})", err=True)
+            sys.exit(EXIT_CONFIG)
+        checks = [check for check in checks if check.name in names]
+    from agent.probe_report import render_json, render_text, run_checks
+
+    outcomes = asyncio.run(run_checks(checks, agent_id=agent_id or configured_id or "probe", guard=guard))
+    if output == "json":
+        click.echo(render_json(checks, outcomes))
+    else:
+        click.echo(render_text(checks, outcomes))
+    sys.exit(0 if all(outcome.ok for outcome in outcomes) else EXIT_RUNTIME)
+
+
+def _probe_targets(path: str):
+    """(checks, guard, agent id) of a file for `probe`: an agent config, or `checks:` alone."""
+    import yaml
+
+    from agent.config import parse_checks
+    from agent.probers.guard import AddressGuard
+    from protocol.checks import ConfigError as ChecksError
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        click.echo(f"{path}: cannot read: {exc.strerror}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except yaml.YAMLError:
+        data = None  # read_config_file says where the YAML is broken
+    if isinstance(data, dict) and set(data) == {"checks"}:
+        try:
+            checks = parse_checks(data["checks"])
+        except ChecksError as exc:
+            click.echo(exc.with_source(path).render(), err=True)
+            sys.exit(EXIT_CONFIG)
+        if not checks:
+            click.echo(f"{path}: checks: none to probe", err=True)
+            sys.exit(EXIT_CONFIG)
+        return checks, None, None
+    config = _read_or_exit(path)
+    if not config.checks:
+        click.echo(f"{path}: checks: none in this file (this agent gets them from the collector); list them "
+                   "under checks: to probe them", err=True)
+        sys.exit(EXIT_CONFIG)
+    guard = AddressGuard(config.guard.networks()) if config.guard.applies(assigned=False) else None
+    return list(config.checks), guard, config.agent.id
 
 
 def _read_or_exit(path: str):

@@ -15,7 +15,6 @@ import inspect
 import logging
 import random
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -26,12 +25,12 @@ from agent.collector_client import CollectorClient
 from agent.config import AgentConfig, resolve
 from agent.metrics import AgentMetrics, MetricsServer
 from agent.overload import TIMING_REASONS, LoopLag, doubt_threshold
-from agent.probers import PROBERS, ProbeResult, guard, icmp
+from agent.probers import ProbeResult, guard, icmp, prepare, run_probe
 from agent.schedule import CheckScheduler
 from agent.shipper import Heartbeat, Shipper
 from agent.spool import Spool
 from protocol.checks import Check, ConfigError
-from protocol.redact import redact_text, redact_url, secret_values
+from protocol.redact import redact_url
 from protocol.timestamps import rfc3339, slot_of, utcnow
 
 log = logging.getLogger(__name__)
@@ -188,9 +187,10 @@ class Agent:
             old = self._scheduler.remove(name)
             self.metrics.remove_check(name, old.type)
             self._last_ok.pop(name, None)
+        prepare([wanted[name] for name in changed + added])  # TLS contexts built before the first timed probe
         for name in changed + added:
             self._scheduler.add(wanted[name])
-            self.metrics.add_check(name, wanted[name].type)
+            self.metrics.add_check(name, wanted[name].type, wanted[name])
         if removed or changed or added:
             log.info(
                 "agent %s checks: %d scheduled (added %s, changed %s, removed %s)",
@@ -217,15 +217,8 @@ class Agent:
         result_id = uuid.uuid4().hex  # made once here; every retry ships this same id
         t0 = time.perf_counter()
         loop_t0 = asyncio.get_running_loop().time()
-        try:
-            options = {"guard": self._guard} if check.type == "http" and self._guard is not None else {}
-            outcome = await PROBERS[check.type](check, agent_id=self.agent_id, **options)
-        except Exception as exc:  # probers return failures; an exception is a bug
-            # redacted: the exception's text may quote the check's URL or headers (protocol/redact.py)
-            secrets = secret_values(check.model_dump())
-            log.error("probe of %s raised:\n%s", check.name,
-                      redact_text("".join(traceback.format_exception(exc)), secrets).rstrip())
-            outcome = ProbeResult.failure("internal", redact_text(f"{type(exc).__name__}: {exc}", secrets))
+        # the guard goes to every prober that connects where the check says (ICMP ignores it)
+        outcome = await run_probe(check, agent_id=self.agent_id, guard=self._guard)
         duration = time.perf_counter() - t0
         if not outcome.ok and outcome.error in TIMING_REASONS:
             late = self._loop_lag.worst_since(loop_t0)
@@ -240,18 +233,15 @@ class Agent:
         if self._scheduler.checks.get(check.name) is check:  # not removed or replaced meanwhile
             self.metrics.observe_probe(
                 check.name, check.type, outcome.error or "ok", outcome.ok, duration,
-                (started - slot).total_seconds(),
+                (started - slot).total_seconds(), outcome,
             )
+        # wire-protocol.md: the five fields of every result, then the details its type has
         record = {
             "id": result_id,
             "check": check.name,
             "slot": rfc3339(slot),
             "started": rfc3339(started),
-            "ok": outcome.ok,
-            "latency_ms": outcome.latency_ms,
-            "status_code": outcome.status_code,
-            "error": outcome.error,
-            "detail": outcome.detail,
+            **outcome.to_wire(),
         }
         await self.spool.put(record)
         self.shipper.notify()

@@ -78,13 +78,31 @@ def serve(config_path: str) -> None:
         state = CollectorState.create(config)
     except ConfigError as err:
         fail(f"{config_path}: {err}")
-    app = create_app(state)
-    log.info("collector listening on http://%s:%d (database %s)", config.listen.host, config.listen.port,
-             config.database_url.split("://", 1)[0])
+    # Bind first: a port in use is one line, before anything (migrations, jobs) has started.
     try:
-        web.run_app(app, host=config.listen.host, port=config.listen.port, print=None, access_log=None)
+        sock = _bound_socket(config.listen.host, config.listen.port)
     except OSError as err:
-        fail(f"cannot listen on {config.listen.host}:{config.listen.port}: {err.strerror}")
+        fail(f"listen: cannot listen on {config.listen.host}:{config.listen.port}: {err.strerror or err}")
+    app = create_app(state)
+    log.info("collector listening on http://%s:%d (database %s)", config.listen.host, sock.getsockname()[1],
+             config.database_url.split("://", 1)[0])
+    web.run_app(app, sock=sock, print=None, access_log=None)
+
+
+def _bound_socket(host: str, port: int):
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(infos[0][4])
+        sock.listen(512)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @main.command()
@@ -109,7 +127,8 @@ def migrate(config_path: str | None, database_url: str | None, downgrade_to: str
 
 @main.command()
 @click.option("--duration", default=60.0, show_default=True, help="Seconds the demo runs at most.")
-def demo(duration: float) -> None:
+@click.option("--keep-serving", is_flag=True, help="Keep the collector and its status page up until Ctrl-C.")
+def demo(duration: float, keep_serving: bool) -> None:
     """Run a self-contained demo: a collector, six agents and a target that goes down and comes back."""
     from collector.demo import run_demo
 
@@ -117,7 +136,7 @@ def demo(duration: float) -> None:
     logging.getLogger("agent").setLevel(logging.ERROR)
     logging.getLogger("uptime").setLevel(logging.WARNING)
     try:
-        code = asyncio.run(run_demo(duration))
+        code = asyncio.run(run_demo(duration, keep_serving))
     except KeyboardInterrupt:
         click.echo("\ndemo stopped")
         code = 130
@@ -127,6 +146,19 @@ def demo(duration: float) -> None:
 @main.group()
 def agents() -> None:
     """Register, list and revoke agents (each has its own token; only its hash is stored)."""
+
+
+def _run(coro):
+    """asyncio.run for the commands that use the database: a database that cannot be reached or
+    read is one line naming it, not a traceback."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    try:
+        return asyncio.run(coro)
+    except (OperationalError, DBAPIError) as err:
+        fail(f"database_url: the database does not answer or cannot be read: {str(getattr(err, 'orig', err)).splitlines()[0]}")
+    except (ConnectionError, OSError) as err:
+        fail(f"database_url: cannot connect to the database: {err.strerror or err}")
 
 
 def _database_of(config_path: str) -> str:
@@ -163,7 +195,7 @@ def agents_add(name: str, config_path: str) -> None:
         fail(f"NAME: invalid agent id {name!r}: use 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")
     config = _load(config_path)
     token = secrets.token_urlsafe(32)
-    new = asyncio.run(_with_session(config.database_url, lambda s: store.register_agent(s, name, hash_token(token))))
+    new = _run(_with_session(config.database_url, lambda s: store.register_agent(s, name, hash_token(token))))
     click.echo(token)
     click.echo(f"{'registered' if new else 'new token for'} agent {name}; this token is shown only once.", err=True)
     if name not in {a.id for a in config.agents}:
@@ -177,7 +209,7 @@ def agents_revoke(name: str, config_path: str) -> None:
     """Revoke NAME's token at once; its stored results remain as evidence."""
     from collector import store
 
-    found = asyncio.run(_with_session(_database_of(config_path), lambda s: store.revoke_agent(s, name)))
+    found = _run(_with_session(_database_of(config_path), lambda s: store.revoke_agent(s, name)))
     if not found:
         fail(f"NAME: no agent {name!r} is registered")
     click.echo(f"revoked agent {name}")
@@ -190,7 +222,7 @@ def agents_list(config_path: str, fmt: str) -> None:
     """List registered agents with their last contact and clock offset."""
     from collector import store
 
-    rows = asyncio.run(_with_session(_database_of(config_path), store.list_agents))
+    rows = _run(_with_session(_database_of(config_path), store.list_agents))
     data = [{"id": a.id, "active": a.revoked_at is None and a.token_sha256 is not None,
              "last_seen": a.last_seen, "clock_offset_seconds": a.clock_offset_seconds} for a in rows]
     if fmt == "json":
@@ -257,7 +289,7 @@ def maintenance_announce(config_path, policy, kind, start, end, announced, note,
         return {**record_of(row), "judgement": judgement}
 
     try:
-        out = asyncio.run(_with_session(config.database_url, work))
+        out = _run(_with_session(config.database_url, work))
     except RequestError as err:
         fail(err.message)
     if fmt == "json":
@@ -294,7 +326,7 @@ def maintenance_list(config_path, policy, fmt) -> None:
     async def work(session):
         return [record_of(r) for r in await store.list_maintenance(session, policy)]
 
-    rows = asyncio.run(_with_session(_database_of(config_path), work))
+    rows = _run(_with_session(_database_of(config_path), work))
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -324,7 +356,7 @@ def maintenance_cancel(id, config_path, reason, fmt) -> None:  # noqa: A002 (the
         row, cancelled = await store.cancel_maintenance(session, id, cancelled_by="cli", reason=reason)
         return (record_of(row) if row is not None else None), cancelled
 
-    record, cancelled = asyncio.run(_with_session(_database_of(config_path), work))
+    record, cancelled = _run(_with_session(_database_of(config_path), work))
     if record is None:
         fail(f"ID: no maintenance announcement with id {id}")
     if not cancelled:
@@ -368,7 +400,7 @@ def import_results(config_path: str, results: str, batch: int) -> None:
         observations = read_results(results, components=checks or None)
     except InputError as err:
         fail(str(err))
-    asyncio.run(_import(config, observations, batch))
+    _run(_import(config, observations, batch))
 
 
 async def _import(config, observations, batch: int) -> None:
@@ -430,6 +462,8 @@ def _resolve_policy(name: str, config_path: str | None, overrides: dict[str, Any
             lp = configured[name]
             policy = lp.policy.with_overrides(**overrides) if overrides else lp.policy
             return policy, config, lp.expected_by_component
+        fail(f"--policy: {name!r} is not a policy of {config_path} (policies: {', '.join(sorted(configured)) or 'none'}); "
+             "leave out --config to apply a preset to a --results file")
     try:
         return load_policy(name, **overrides), None, None
     except PolicyError as err:
@@ -501,7 +535,7 @@ def report(policy_name, period, results, maintenance, commenced, target, config_
         else:
             if config is None:
                 fail("give --results FILE for an offline report, or --config PATH to report from the collector's database")
-            data = asyncio.run(_report_db(config, policy, period, announcements, expected))
+            data = _run(_report_db(config, policy, period, announcements, expected))
     except (PolicyError, InputError, ValueError) as err:
         fail(str(err))
     _emit(data, fmt, render_text, render_csv)
@@ -509,8 +543,10 @@ def report(policy_name, period, results, maintenance, commenced, target, config_
 
 async def _report_db(config, policy, period, announcements, expected):
     from collector.db import make_engine, make_sessionmaker
+    from collector.migrate import upgrade_async
     from collector.reporting import report_from_db
 
+    await upgrade_async(config.database_url)  # a database not made yet reports no evidence, not a traceback
     engine = make_engine(config.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
@@ -545,14 +581,16 @@ def verify_claim_cmd(policy_name, start, end, results, maintenance, config_path,
     else:
         if config is None:
             fail("give --results FILE, or --config PATH to check against the collector's database")
-        data = asyncio.run(_claim_db(config, policy, claim_start, claim_end, announcements, expected))
+        data = _run(_claim_db(config, policy, claim_start, claim_end, announcements, expected))
     _emit(data, fmt, render_claim_text)
 
 
 async def _claim_db(config, policy, start, end, announcements, expected):
     from collector.db import make_engine, make_sessionmaker
+    from collector.migrate import upgrade_async
     from collector.reporting import claim_from_db
 
+    await upgrade_async(config.database_url)
     engine = make_engine(config.database_url)
     try:
         async with make_sessionmaker(engine)() as session:

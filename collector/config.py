@@ -203,6 +203,22 @@ class CollectorConfig(_Strict):
     policies: list[PolicyEntry] = []
     notifications: list[NotificationSink] = []
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        # Only the drivers the package installs: anything else would fail deep in SQLAlchemy.
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme == "sqlite":
+            raise ValueError(f"{url!r}: write sqlite+aiosqlite:///PATH (the collector uses the asyncio driver)")
+        if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+            rest = url.split("://", 1)[1]
+            raise ValueError(f"write postgresql+asyncpg://{rest.split('@')[-1] if '@' in rest else rest} "
+                             "(with your user and password; the collector uses the asyncpg driver)")
+        if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError(f"unsupported database {scheme or url!r}: use sqlite+aiosqlite:///PATH or "
+                             "postgresql+asyncpg://USER@HOST/DATABASE")
+        return url
+
     @model_validator(mode="after")
     def _cross_references(self) -> "CollectorConfig":
         agent_ids = [a.id for a in self.agents]
@@ -299,4 +315,17 @@ def load_config(path: str | os.PathLike[str]) -> CollectorConfig:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"{p}: {where}not valid YAML: {getattr(err, 'problem', err)}") from None
-    return parse_config(data, str(p))
+    return anchored(parse_config(data, str(p)), p.parent)
+
+
+def anchored(config: CollectorConfig, folder: Path) -> CollectorConfig:
+    """The config with a relative SQLite path resolved against the config file's folder, so that
+    `report --config` run from another folder reads the same database as `serve`."""
+    prefix = "sqlite+aiosqlite:///"
+    url = config.database_url
+    if not url.startswith(prefix):
+        return config
+    path, sep, query = url[len(prefix):].partition("?")
+    if not path or path == ":memory:" or path.startswith("/") or path.startswith("file:"):
+        return config
+    return config.model_copy(update={"database_url": f"{prefix}{(folder / path).resolve()}{sep}{query}"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -101,7 +102,7 @@ class RoundPrinter:
             del self.rounds[result["slot"]]
 
 
-async def run_demo(duration: float = 60.0) -> int:
+async def run_demo(duration: float = 60.0, keep_serving: bool = False) -> int:
     console = Console(highlight=False)
     workdir = Path(tempfile.mkdtemp(prefix="uptime-demo-"))
     target = Target()
@@ -166,7 +167,25 @@ async def run_demo(duration: float = 60.0) -> int:
             await agent.start()
         console.print(f"  agents         {', '.join(AGENTS)} (metrics on ports "
                       f"{', '.join(str(a.metrics_port) for a in agents)})\n")
-        code = await _script(console, target, events, deadline, base)
+        # Ctrl-C stops the script, not the event loop, so that agents and collector close cleanly
+        script = asyncio.ensure_future(_script(console, target, events, deadline, base, keep_serving))
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, script.cancel)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+            pass
+        try:
+            code = await script
+        except asyncio.CancelledError:
+            if not script.cancelled():
+                raise
+            console.print("\ndemo stopped")
+            code = 130
+        finally:
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (NotImplementedError, RuntimeError):
+                pass
     finally:
         for agent in agents:
             await agent.stop(timeout=1)
@@ -194,7 +213,8 @@ async def _next_event(events: asyncio.Queue, kind: str, deadline: float) -> Wind
             return event
 
 
-async def _script(console: Console, target: Target, events: asyncio.Queue, deadline: float, base: str) -> int:
+async def _script(console: Console, target: Target, events: asyncio.Queue, deadline: float, base: str,
+                  keep_serving: bool = False) -> int:
     step = timedelta(seconds=INTERVAL)
     now = datetime.now(timezone.utc)
     first_slot = slot_of(now, INTERVAL) + step
@@ -243,6 +263,11 @@ async def _script(console: Console, target: Target, events: asyncio.Queue, deadl
     console.print(f"GET {base}/metrics →")
     for line in metric_lines:
         console.print(f"    {line}")
+    if keep_serving:
+        console.print(f"\nThe status page shows this outage with its evidence: [bold]{base}/[/] "
+                      "(serving until Ctrl-C)")
+        sys.stdout.flush()
+        await asyncio.Event().wait()  # until Ctrl-C cancels it
     linger = max(0.0, min(LINGER, deadline - asyncio.get_running_loop().time()))
     if linger >= 1:
         console.print(f"\nThe status page shows this outage with its evidence: [bold]{base}/[/] "

@@ -19,7 +19,16 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    _make_sqlite_folder(database_url)
     command.upgrade(alembic_config(database_url), revision)
+
+
+def _make_sqlite_folder(database_url: str) -> None:
+    # SQLite makes the file, not its folder (`data/` of a fresh checkout)
+    if database_url.startswith("sqlite") and "///" in database_url:
+        path = database_url.split("///", 1)[1].partition("?")[0]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

@@ -8,13 +8,17 @@ take the event loop's turns), and the job's inputs and answer are small (a polic
 in, a report out), while the rows it reads never cross a process boundary.
 
 At most `MAX_RUNNING` jobs run at once; up to `MAX_WAITING` more wait their turn; beyond that a
-job is refused (503 with Retry-After), so a crowd of readers delays readers, never ingest.
+job is refused (503 with Retry-After), so a crowd of readers delays readers, never ingest. The
+workers start with the first job and end with the collector: at its exit (queued jobs cancelled,
+running ones ended: they only read) or at its death (each watches its parent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -61,8 +65,9 @@ def _stop_at_exit() -> None:
         pool = _pool
     if pool is None:
         return
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         process.terminate()
 
 
@@ -94,36 +99,37 @@ async def run_off_loop(session: AsyncSession, job: Callable[..., Awaitable[T]], 
     """`await job(session, *args)`, run in a worker process on a session of its own over the same
     database. `job` must be a module-level coroutine function and `args` picklable; it reads only
     what is committed. Where no other process can open the database it runs here, as before."""
-    global _in_flight
     url = database_of(session)
     if url is None:
         return await job(session, *args)
-    with _lock:
-        if _in_flight >= MAX_RUNNING + MAX_WAITING:
-            raise RequestError(f"the collector is computing {_in_flight} reports and claims already; "
-                               f"retry in {RETRY_AFTER_SECONDS} s", 503, reason="busy",
-                               retry_after_seconds=RETRY_AFTER_SECONDS)
-        _in_flight += 1
+    _reserve(bounded=True)
     for attempt in (1, 2):
         pool = _executor()
         try:
             future: Future = pool.submit(_in_worker, url, job, args)
         except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh once
+            _release(None)
             _drop_broken(pool)
-            if attempt == 2:
-                _release(None)
-                raise
-            continue
-        future.add_done_callback(_release)
-        try:
-            return await asyncio.wrap_future(future)
-        except BrokenProcessPool:
-            _drop_broken(pool)
-            if attempt == 2:
-                raise
-            with _lock:
-                _in_flight += 1  # the retry holds its place again
-    raise AssertionError("unreachable")
+        else:
+            future.add_done_callback(_release)
+            try:
+                return await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                _drop_broken(pool)
+        if attempt == 1:
+            _reserve(bounded=False)  # the retry takes the place its first attempt gave back
+    raise RequestError(f"the worker computing reports stopped unexpectedly; retry in {RETRY_AFTER_SECONDS} s", 503,
+                       retry_after_seconds=RETRY_AFTER_SECONDS)
+
+
+def _reserve(*, bounded: bool) -> None:
+    global _in_flight
+    with _lock:
+        if bounded and _in_flight >= MAX_RUNNING + MAX_WAITING:
+            raise RequestError(f"the collector is computing {_in_flight} reports and claims already; "
+                               f"retry in {RETRY_AFTER_SECONDS} s", 503, reason="busy",
+                               retry_after_seconds=RETRY_AFTER_SECONDS)
+        _in_flight += 1
 
 
 def _release(future: Future | None) -> None:
@@ -138,8 +144,18 @@ def _release(future: Future | None) -> None:
 
 def _worker_start() -> None:
     # Ctrl-C in a terminal reaches the whole process group: the collector shuts its workers down
-    # itself (and a worker whose collector died ends at its next read), without a traceback each.
+    # itself, without a traceback from each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A collector killed outright (SIGKILL, out of memory) cannot: a worker would wait for its
+    # next job for ever (it holds the job queue's other end itself, so it never reads its end).
+    threading.Thread(target=_end_with_parent, name="end-with-collector", daemon=True).start()
+
+
+def _end_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
 
 
 def _in_worker(url: str, job: Callable[..., Awaitable[T]], args: tuple) -> T:

@@ -102,13 +102,17 @@ def observations_of(agent_results: Iterable[tuple[str, Mapping[str, Any]]], comp
     from protocol.timestamps import parse_rfc3339
     wanted = set(components)
     cache: dict[str, datetime] = {}
+    with_degraded = "degraded" in getattr(Observation, "__dataclass_fields__", {})
     out = []
     for agent, r in agent_results:
         if r["check"] in wanted:
             ts = cache.get(r["slot"])
             if ts is None:
                 ts = cache[r["slot"]] = parse_rfc3339(r["slot"])
-            out.append(Observation(agent, r["check"], ts, r["ok"]))
+            if with_degraded:
+                out.append(Observation(agent, r["check"], ts, r["ok"], r.get("degraded") is True and r["ok"]))
+            else:
+                out.append(Observation(agent, r["check"], ts, r["ok"]))
     return out
 
 
@@ -121,6 +125,7 @@ class EvidenceKeeper:
         self.batches: list[StoredBatch] = []
         self.maintenance: dict[int, list[tuple[int, dict]]] = {}   # id -> [(log_index, record)]
         self.stored: dict[tuple[str, str], dict] = {}               # (agent, result id) -> first stored
+        self._slots: dict[str, datetime] = {}
 
     # -- what the collector does as things happen --------------------------------------------
     def register_key(self, agent: str, public_key: str, at: datetime) -> int:
@@ -186,16 +191,23 @@ class EvidenceKeeper:
                                     id=r["id"]))
         return sorted(out, key=lambda a: (a.start, a.id))
 
+    def _in_range(self, r: Mapping[str, Any], wanted: set, lo: datetime, hi: datetime) -> bool:
+        if r["check"] not in wanted:
+            return False
+        slot = self._slots.get(r["slot"])
+        if slot is None:
+            from protocol.timestamps import parse_rfc3339
+            slot = self._slots[r["slot"]] = parse_rfc3339(r["slot"])
+        return lo <= slot < hi
+
     def _select(self, components: Sequence[str], lo: datetime, hi: datetime) -> list[StoredBatch]:
         """Each agent's run of batches, in log order, from its first to its last batch holding a
         result of the components in [lo, hi): the chain must be whole between them."""
-        lo_text, hi_text = canonical_time(lo), canonical_time(hi)
         wanted = set(components)
         first: dict[str, int] = {}
         last: dict[str, int] = {}
         for n, b in enumerate(self.batches):
-            # canonical timestamps of one form compare as text
-            if any(r["check"] in wanted and lo_text <= r["slot"] < hi_text for r in b.results):
+            if any(self._in_range(r, wanted, lo, hi) for r in b.results):
                 first.setdefault(b.agent, n)
                 last[b.agent] = n
         return [b for n, b in enumerate(self.batches) if b.agent in first and first[b.agent] <= n <= last[b.agent]]
@@ -203,14 +215,13 @@ class EvidenceKeeper:
     def _bundle(self, policy, kind: str, lo: datetime, hi: datetime, report: dict, inputs: dict, *,
                 now: datetime, extra: dict, old_sizes: Sequence[int]) -> dict:
         chosen = self._select(policy.components, lo, hi)
-        lo_text, hi_text = canonical_time(lo), canonical_time(hi)
         wanted = set(policy.components)
         batches = []
         indices = []
         for b in chosen:
             entry = {"agent": b.agent, "prev": b.prev, "key_id": b.key_id, "signature": b.signature,
                      "received_at": canonical_time(b.received_at), "log_index": b.log_index}
-            shown = [r if r["check"] in wanted and lo_text <= r["slot"] < hi_text else {"digest": d.hex()}
+            shown = [r if self._in_range(r, wanted, lo, hi) else {"digest": d.hex()}
                      for r, d in zip(b.results, b.digests)]
             if any("digest" not in r for r in shown):
                 entry["results"] = shown
@@ -245,8 +256,8 @@ class EvidenceKeeper:
         }
 
     def _observations(self, policy, lo: datetime, hi: datetime):
-        lo_text, hi_text = canonical_time(lo), canonical_time(hi)
-        pairs = [(agent, r) for (agent, _), r in self.stored.items() if lo_text <= r["slot"] < hi_text]
+        wanted = set(policy.components)
+        pairs = [(agent, r) for (agent, _), r in self.stored.items() if self._in_range(r, wanted, lo, hi)]
         return observations_of(pairs, policy.components)
 
     def export_report(self, policy, period: str, *, now: datetime, as_of: datetime | None = None,
@@ -291,14 +302,16 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def result_for(agent: str, check: str, slot: datetime, ok: bool) -> dict:
+def result_for(agent: str, check: str, slot: datetime, ok: bool, *, degraded: bool = False,
+               details: Mapping[str, Any] | None = None) -> dict:
     """A plausible canonical result of one probe (a deterministic id, an HTTP-like outcome)."""
     import hashlib
     rid = hashlib.sha256(f"{agent}|{check}|{slot.isoformat()}".encode()).hexdigest()[:32]
     return canonical.result_object({
         "id": rid, "check": check, "slot": slot, "started": slot + timedelta(milliseconds=13), "ok": ok,
-        "latency_ms": 12.5 if ok else None, "status_code": 200 if ok else None,
-        "error": None if ok else "timeout", "detail": None if ok else "no answer within 10s"})
+        "latency_ms": (2500.0 if degraded else 12.5) if ok else None, "status_code": 200 if ok else None,
+        "error": None if ok else "timeout", "detail": None if ok else "no answer within 10s",
+        "degraded": degraded, **(details or {})})
 
 
 def bundle_from_observations(policy, period: str, observations: Iterable, *, agent_keys: Mapping[str, Ed25519PrivateKey],

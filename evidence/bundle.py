@@ -156,6 +156,17 @@ def load_bundle(path: str | Path) -> Bundle:
         raw = path.read_bytes()
     except OSError as exc:
         raise UnreadableBundle(f"{path}: cannot read: {exc.strerror or exc}") from None
+    import gc
+    paused = gc.isenabled()
+    gc.disable()  # a month's bundle is millions of small objects: no collector passes over them
+    try:
+        return _load(raw, path)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _load(raw: bytes, path: Path) -> Bundle:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -192,6 +203,18 @@ def parse_bundle(data: dict) -> Bundle:
         claim_start, claim_end = _get(claim, "start", "claim", str), _get(claim, "end", "claim", str)
     inputs = _get(data, "inputs", "bundle", dict)
     _only(inputs, ("as_of", "expected_by_component", "history", "fee"), "inputs")
+    _get(inputs, "as_of", "inputs", str, optional=True)
+    _get(inputs, "fee", "inputs", int, float, optional=True)
+    expected = _get(inputs, "expected_by_component", "inputs", dict, optional=True) or {}
+    for component, agents_of in expected.items():
+        if type(agents_of) is not list or not all(type(a) is str for a in agents_of):
+            raise _fail(f"inputs.expected_by_component.{component}", "expected a list of agent ids")
+    for i, item in enumerate(_get(inputs, "history", "inputs", list, optional=True) or []):
+        p = f"inputs.history[{i}]"
+        _obj(item, p)
+        _only(item, ("period", "availability_percent"), p)
+        _get(item, "period", p, str)
+        _get(item, "availability_percent", p, int, float, optional=True)
 
     log = _get(data, "log", "bundle", dict)
     _only(log, ("origin", "key", "checkpoint", "consistency"), "log")

@@ -52,6 +52,17 @@ __all__ = [
 
 BATCH_TYPE = "uptime-verifier/batch/v1"
 RESULT_FIELDS = ("check", "detail", "error", "id", "latency_ms", "ok", "slot", "started", "status_code")
+# Present only when set (so that a result without them hashes as a plain one): `degraded` when
+# true, and each of the wire's optional details (protocol.wire.DETAIL_FIELDS) when not null.
+# Timestamps among them take the canonical form; a journey's steps have all six fields of a step.
+try:
+    from protocol.wire import DETAIL_FIELDS as _WIRE_DETAILS
+except ImportError:  # a protocol without details
+    _WIRE_DETAILS = ()
+OPTIONAL_FIELDS = ("degraded", *_WIRE_DETAILS)
+_TIME_DETAILS = frozenset({"cert_not_after", "scheduled"})
+_STEP_FIELDS = ("detail", "error", "latency_ms", "name", "ok", "status_code")
+_ALL_FIELDS = frozenset(RESULT_FIELDS) | frozenset(OPTIONAL_FIELDS)
 MAINTENANCE_FIELDS = ("author", "cancel_reason", "cancelled_at", "cancelled_by", "end", "id", "kind", "note",
                       "policy", "recorded_at", "recorded_by", "start", "stated_announced")
 UTC = timezone.utc
@@ -191,6 +202,35 @@ def result_object(fields: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("detail", "error"):
         if out[name] is not None and not isinstance(out[name], str):
             raise CanonicalError(f"field '{name}': expected a string or null, got {type(out[name]).__name__}")
+    degraded = fields.get("degraded")
+    if degraded is not None and degraded is not True and degraded is not False:
+        raise CanonicalError(f"field 'degraded': expected true, false or null, got {degraded!r}")
+    if degraded:
+        out["degraded"] = True
+    # the store keeps the details in one JSON column (`extra`); a validated result has them apart
+    details = fields.get("extra") or {}
+    for name in _WIRE_DETAILS:
+        value = fields.get(name, details.get(name))
+        if value is None:
+            continue
+        if name in _TIME_DETAILS:
+            value = _time_field(value, name)
+        elif name == "steps":
+            value = [_step(step, f"steps[{i}]") for i, step in enumerate(value)]
+        elif name == "phases":
+            value = {k: (0 if v == 0 else v) for k, v in dict(value).items()}
+        out[name] = value
+    return out
+
+
+def _step(step: Any, where: str) -> dict[str, Any]:
+    if hasattr(step, "model_dump"):
+        step = step.model_dump()
+    if not isinstance(step, Mapping):
+        raise CanonicalError(f"field '{where}': expected an object")
+    out = {name: step.get(name) for name in _STEP_FIELDS}
+    if out["latency_ms"] is not None and out["latency_ms"] == 0:
+        out["latency_ms"] = 0
     return out
 
 
@@ -203,7 +243,7 @@ def result_object_from_wire(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def canonical_result(obj: Mapping[str, Any]) -> bytes:
-    """RFC 8785 bytes of a canonical result object (exactly RESULT_FIELDS)."""
+    """RFC 8785 bytes of a canonical result object: RESULT_FIELDS, and any of OPTIONAL_FIELDS."""
     try:
         check, detail, error, rid = obj["check"], obj["detail"], obj["error"], obj["id"]
         latency, ok, slot, started, status = obj["latency_ms"], obj["ok"], obj["slot"], obj["started"], obj["status_code"]
@@ -211,10 +251,13 @@ def canonical_result(obj: Mapping[str, Any]) -> bytes:
         check = None
     if check is None or len(obj) != len(RESULT_FIELDS):
         missing = [f for f in RESULT_FIELDS if f not in obj]
-        extra = sorted(set(obj) - set(RESULT_FIELDS))
-        raise CanonicalError("a result has exactly the fields " + ", ".join(RESULT_FIELDS)
-                             + (f"; missing {', '.join(missing)}" if missing else "")
-                             + (f"; unknown {', '.join(extra)}" if extra else ""))
+        extra = sorted(set(obj) - _ALL_FIELDS)
+        if missing or extra:
+            raise CanonicalError("a result has the fields " + ", ".join(RESULT_FIELDS) + " and optionally "
+                                 + ", ".join(OPTIONAL_FIELDS)
+                                 + (f"; missing {', '.join(missing)}" if missing else "")
+                                 + (f"; unknown {', '.join(extra)}" if extra else ""))
+        return canonical_json(dict(obj))  # a result with details: the general encoder
     if not (type(check) is str and type(rid) is str and type(slot) is str and type(started) is str
             and (ok is True or ok is False) and (detail is None or type(detail) is str)
             and (error is None or type(error) is str) and (status is None or type(status) is int)

@@ -85,6 +85,14 @@ class ResultIn(_Strict):
     # When the agent scheduled the probe (its own clock), kept as evidence of its lateness.
     scheduled: AwareDatetime | None = None
 
+    @field_validator("cert_not_after", "scheduled", mode="before")
+    @classmethod
+    def _rfc3339(cls, v: object) -> object:
+        # a number would be taken as Unix seconds: the protocol speaks RFC 3339
+        if v is not None and not isinstance(v, str):
+            raise ValueError("expected an RFC 3339 timestamp string")
+        return v
+
     @field_validator("slot", "started", "cert_not_after", "scheduled")
     @classmethod
     def _utc(cls, v: datetime | None) -> datetime | None:

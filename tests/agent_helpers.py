@@ -24,7 +24,11 @@ from aiohttp import web  # noqa: E402
 from agent.config import parse_config  # noqa: E402
 
 WIRE_KEYS = {"id", "check", "slot", "started", "ok", "latency_ms", "status_code", "error", "detail"}
-WIRE_ERRORS = {"dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "blocked", "internal"}
+# the details a result may carry besides (wire-protocol.md, "Details")
+WIRE_OPTIONAL_KEYS = {"degraded", "phases", "final_url", "redirects", "cert_not_after", "rcode", "answers", "steps",
+                      "failed_step"}
+WIRE_ERRORS = {"dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "blocked", "internal",
+               "expect", "cert_expiry", "rcode", "answer", "assertion"}
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 
 
@@ -266,8 +270,8 @@ def _wire_problem(body: Any) -> str | None:
         return "body must be {agent, results}"
     for index, result in enumerate(body["results"]):
         where = f"results.{index}"
-        if not isinstance(result, dict) or set(result) != WIRE_KEYS:
-            return f"{where}: keys must be {sorted(WIRE_KEYS)}"
+        if not isinstance(result, dict) or not WIRE_KEYS <= set(result) <= WIRE_KEYS | WIRE_OPTIONAL_KEYS:
+            return f"{where}: keys must be {sorted(WIRE_KEYS)}, and of {sorted(WIRE_OPTIONAL_KEYS)}"
         if not re.fullmatch(r"[0-9a-f]{32}", result["id"]):
             return f"{where}.id: not a uuid4 hex"
         for key in ("slot", "started"):

@@ -25,7 +25,7 @@ INVALID = {
     "status-out-of-range": "checks.0.expected_status: invalid status code 600: must be 100-599",
     "unknown-key": "checks.0.follow: unknown key",
     "unknown-section": "schedulr: unknown key",
-    "unknown-type": "checks.0.type: unknown check type 'tcp' (one of http, icmp)",
+    "unknown-type": "checks.0.type: unknown check type 'ftp' (one of http, icmp, tcp, dns, journey)",
     "bad-regex": "checks.0.body_match: invalid regex '(ok': missing ), unterminated subpattern at position 0",
     "bad-size": "spool.max_bytes: invalid size '12 parsecs' (use a number of bytes or KB, MB, GB)",
     "bad-listen": "metrics.listen: invalid listen address 'localhost': use host:port (port 0 picks a free port)",

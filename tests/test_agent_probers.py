@@ -43,7 +43,10 @@ async def tls_target(tls_context):
 
 
 def test_the_table_maps_each_type_to_its_prober():
-    assert PROBERS == {"http": http.probe, "icmp": icmp.probe}
+    from agent.probers import dns, journey, tcp
+
+    assert PROBERS == {"http": http.probe, "icmp": icmp.probe, "tcp": tcp.probe, "dns": dns.probe,
+                       "journey": journey.probe}
 
 
 async def test_http_200_is_ok_with_latency_and_status(target):

@@ -178,12 +178,19 @@ def test_the_bundle_withholds_results_of_other_checks_but_still_proves_them_sign
     results = [result_for("a1", "app", T0 + timedelta(hours=6), True),
                result_for("a1", "other-customer", T0 + timedelta(hours=6), False)]
     other.ship("a1", results, T0 + timedelta(hours=6, seconds=2))
+    # and a batch of the other customer's results alone
+    other.ship("a1", [result_for("a1", "other-customer", T0 + timedelta(hours=6, minutes=1), True)],
+               T0 + timedelta(hours=6, minutes=1, seconds=2))
     other.run(until=T0 + timedelta(hours=12), since=T0 + timedelta(hours=6, minutes=5))
     data = other.bundle()
     shown = [r for b in data["batches"] for r in b.get("results", [])]
     assert not any(r.get("check") == "other-customer" for r in shown)
     assert any(set(r) == {"digest"} for r in shown)
+    withheld = [b for b in data["batches"] if "results" not in b]
+    assert len(withheld) == 1 and withheld[0]["count"] == 1
     _verify(data, all_signatures=True)
+    withheld[0]["count"] = 2
+    assert "the signature does not verify with agent a1's key" in _refused(data)
 
 
 def test_a_claim_bundle_verifies(scenario: Scenario) -> None:
@@ -231,7 +238,7 @@ def test_dropping_a_result_is_caught_and_the_batch_named(bundle: dict) -> None:
 
 
 def test_dropping_a_whole_batch_is_caught_as_a_gap_in_the_agents_chain(bundle: dict) -> None:
-    i, b = _batch_with_failure(bundle, "a3")
+    i, _ = _batch_with_failure(bundle, "a3")
     del bundle["batches"][i]
     message = _refused(bundle)
     assert "that is not in the bundle: a batch of agent a3 is missing between it and batch" in message
@@ -395,3 +402,97 @@ def test_the_installed_console_script_verifies_a_bundle(pristine: dict, tmp_path
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verified: report of policy numezis-business" in done.stdout
+
+
+@pytest.mark.parametrize("preset", ["haivision-streaming", "haivision-vcms-read", "nexcess", "nexgen-cpu", "nexon-vision",
+                                    "numezis-business"])
+def test_every_presets_rule_text_reads_back_with_the_same_hash(preset: str) -> None:
+    """The bundle carries the rule as JSON; the verifier must read back the very policy the
+    collector hashed, or no bundle of that policy could verify."""
+    from collector.rules.policy import Policy
+    policy = load_policy(preset, target_percent=99.9, commenced="2026-10-15T09:00:00+02:00")
+    again = Policy.model_validate(json.loads(json.dumps(policy.model_dump(mode="json"))))
+    assert again == policy and again.content_hash() == policy.content_hash()
+
+
+def test_a_bundle_saved_and_loaded_verifies_the_same(pristine: dict, tmp_path: Path) -> None:
+    from evidence.bundle import bundle_json, load_bundle
+    save_bundle(pristine, tmp_path / "b.json")
+    loaded = load_bundle(tmp_path / "b.json")
+    assert bundle_json(loaded) == pristine
+    assert verify_bundle(loaded).report == pristine["report"]
+
+
+def test_random_damage_to_a_bundle_is_refused_with_a_message_never_a_traceback() -> None:
+    """Any field of a small bundle replaced by another JSON value, a key dropped or added: the
+    verifier says NOT VERIFIED (or, rarely, still verified when the value was unused), nothing else."""
+    import random
+    from collector.rules import Observation
+    from evidence.bundle import BundleError
+    rng = random.Random(1)
+    obs = [Observation(a, "app", T0 + timedelta(minutes=5 * i), i != 3) for i in range(6) for a in AGENTS[:2]]
+    record = _maintenance_record(1, T0 + timedelta(minutes=10), 0.5, T0 - timedelta(days=4))
+    data, _ = bundle_from_observations(_policy(), PERIOD, obs, log_key=generate_private_key(), now=NOW,
+                                       agent_keys={a: generate_private_key() for a in AGENTS[:2]},
+                                       maintenance=[record], results_per_batch=2)
+    values = [None, True, 0, -1, 2 ** 70, 1.5, "", "x", "2026-11-09T00:00:00Z", [], {}, [1], {"a": 1}, "ab" * 32]
+
+    def paths(node, path=()):
+        yield path
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from paths(v, path + (k,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from paths(v, path + (i,))
+
+    all_paths = [p for p in paths(data) if p]
+    outcomes = {"refused": 0, "verified": 0}
+    for _ in range(1000):
+        damaged = copy.deepcopy(data)
+        path = rng.choice(all_paths)
+        parent = damaged
+        for step in path[:-1]:
+            parent = parent[step]
+        action = rng.random()
+        if action < 0.15 and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action < 0.25 and isinstance(parent, dict):
+            parent["unexpected"] = rng.choice(values)
+        else:
+            parent[path[-1]] = rng.choice(values)
+        try:
+            verify_bundle(parse_bundle(damaged))
+            outcomes["verified"] += 1
+        except (NotVerified, BundleError) as err:
+            assert str(err), path
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 900
+
+
+def test_a_second_vote_of_an_agent_in_one_slot_is_caught() -> None:
+    """The collector keeps one vote per agent, check and slot (the first): a bundle with two,
+    both signed, cannot stand for what the collector stored."""
+    twice = Scenario().run(until=datetime(2026, 11, 9, 6, tzinfo=UTC))
+    again = dict(result_for("a1", "app", datetime(2026, 11, 9, 5, 55, tzinfo=UTC), False), id="f" * 32)
+    twice.ship("a1", [again], datetime(2026, 11, 9, 6, 0, 5, tzinfo=UTC))
+    message = _refused(twice.bundle())
+    assert "agent a1 already voted in check app slot 2026-11-09T05:55:00Z" in message
+
+
+def test_degraded_results_are_signed_and_counted_as_the_collector_counts_them() -> None:
+    from collector.rules import Observation
+    if "degraded" not in Observation.__dataclass_fields__:
+        pytest.skip("this rules core has no degraded rounds")
+    slow = Scenario().run(until=datetime(2026, 11, 9, 6, tzinfo=UTC))
+    for agent in AGENTS:
+        slow.ship(agent, [result_for(agent, "app", datetime(2026, 11, 9, 6, tzinfo=UTC), True, degraded=True)],
+                  datetime(2026, 11, 9, 6, 0, 3, tzinfo=UTC))
+    data = slow.bundle()
+    assert sum(r.get("degraded") is True for b in data["batches"] for r in b.get("results", [])) == 3
+    _verify(data)
+    flipped = copy.deepcopy(data)
+    for b in flipped["batches"]:
+        for r in b.get("results", []):
+            r.pop("degraded", None)
+    assert "the signature does not verify" in _refused(flipped)

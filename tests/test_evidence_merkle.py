@@ -224,3 +224,14 @@ def test_out_of_range_arguments_are_refused_with_a_reason() -> None:
         merkle.consistency_proof(5, 3, LEAF_HASHES)
     with pytest.raises(merkle.ProofError, match="returned 2 leaf hashes"):
         merkle.inclusion_proof(0, 4, lambda start, end: LEAF_HASHES[:2])
+
+
+def test_the_fast_root_from_nodes_equals_the_comparing_one() -> None:
+    rng = random.Random(11)
+    for size in (1, 2, 3, 7, 8, 9, 33, 64, 100):
+        hashes = _random_leaves(size, rng)
+        for chosen in (list(range(size)), sorted(rng.sample(range(size), max(1, size // 3)))):
+            nodes = merkle.proof_nodes(chosen, size, hashes)
+            given = {i: hashes[i] for i in chosen}
+            assert merkle.root_from_nodes(size, given, nodes, compare=False) == merkle.root(hashes)
+            assert merkle.root_from_nodes(size, given, nodes) == merkle.root(hashes)

@@ -287,3 +287,28 @@ def test_the_fast_encoders_of_results_statements_and_entries_equal_rfc8785(resul
     assert canonical.batch_entry(agent, digest, "c74f20a3", agent, at) == rfc8785.dumps(
         {"agent": agent, "batch_sha256": digest, "key_id": "c74f20a3", "received_at": "2026-11-25T02:40:02.0005Z",
          "signature": agent, "type": "batch"})
+
+
+def test_a_result_with_details_hashes_alike_from_the_wire_and_from_the_store() -> None:
+    """`degraded` and the optional details are signed too: the collector keeps them apart
+    (Result.degraded, Result.extra) and must rebuild the very object the agent hashed."""
+    from collector import ingest
+    from protocol.wire import ResultIn
+    if not hasattr(ingest, "details"):
+        pytest.skip("this collector keeps no result details")
+    wire = dict(WIRE, ok=True, error=None, status_code=200, degraded=True, phases={"connect": 0.012, "tls": -0.0},
+                cert_not_after="2027-01-01T00:00:00+01:00", steps=[{"name": "login", "ok": True, "latency_ms": 0.0}],
+                scheduled="2026-11-25T02:39:59.999Z")
+    obj = canonical.result_object_from_wire(wire)
+    assert obj["degraded"] is True and obj["cert_not_after"] == "2026-12-31T23:00:00Z"
+    assert obj["steps"] == [{"detail": None, "error": None, "latency_ms": 0, "name": "login", "ok": True,
+                             "status_code": None}]
+    r = ResultIn.model_validate(wire)
+    stored = {"result_id": r.id, "check": r.check, "slot": r.slot, "started": r.started, "ok": r.ok,
+              "latency_ms": r.latency_ms, "status_code": r.status_code, "error": r.error, "detail": r.detail,
+              "degraded": bool(r.degraded), "extra": ingest.details(r)}
+    assert canonical.canonical_result(canonical.result_object(stored)) == canonical.canonical_result(obj)
+    assert canonical.canonical_result(obj) == rfc8785.dumps(obj)
+    plain = canonical.result_object_from_wire(dict(WIRE, degraded=False))
+    assert "degraded" not in plain and canonical.result_digest(plain) == canonical.result_digest(
+        canonical.result_object_from_wire(WIRE))

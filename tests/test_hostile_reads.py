@@ -180,6 +180,25 @@ async def test_a_job_runs_in_another_process_on_its_own_connection_to_the_same_d
         await state.engine.dispose()
 
 
+async def _die_the_first_time(session, marker: str) -> int:
+    from pathlib import Path
+
+    if not Path(marker).exists():
+        Path(marker).touch()
+        os._exit(1)  # as a worker killed by the kernel for its memory
+    return os.getpid()
+
+
+async def test_a_worker_that_dies_is_replaced_and_its_job_run_again(tmp_path) -> None:
+    state = make_state(f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        async with state.sessionmaker() as session:
+            assert await offload.run_off_loop(session, _die_the_first_time, str(tmp_path / "died")) != os.getpid()
+            assert await offload.run_off_loop(session, _pid) != os.getpid()  # the new pool serves on
+    finally:
+        await state.engine.dispose()
+
+
 async def test_an_in_memory_database_is_read_here_since_no_other_process_can_open_it() -> None:
     from collector.db import make_engine, make_sessionmaker
 
@@ -258,3 +277,48 @@ async def test_html_pages_carry_the_browser_security_headers(aiohttp_client, tmp
     api = await client.get("/api/v1/policies")
     assert api.headers["X-Content-Type-Options"] == "nosniff"
     assert "Content-Security-Policy" not in api.headers
+
+
+STOPPING = '''
+import asyncio, sys
+from collector import offload
+from collector.db import make_engine, make_sessionmaker
+from stopping_job import long_job
+
+async def main():
+    engine = make_engine(sys.argv[1])
+    async with make_sessionmaker(engine)() as session:
+        jobs = [asyncio.ensure_future(offload.run_off_loop(session, long_job)) for _ in range(5)]
+        while offload.completed < 1:  # the first answered: the others are running or queued
+            await asyncio.sleep(0.05)
+        print("computing", flush=True)
+        for job in jobs:
+            job.cancel()
+    await engine.dispose()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+'''
+STOPPING_JOB = '''
+import asyncio
+from collector import offload
+
+async def long_job(session):
+    if offload.completed == 0 and not getattr(offload, "_first", False):
+        offload._first = True  # this worker's first job answers at once, the rest take an hour
+        return 0
+    await asyncio.sleep(3600)
+'''
+
+
+def test_a_collector_told_to_stop_while_claims_are_computed_stops_at_once(tmp_path) -> None:
+    """Neither the running jobs nor the queued ones hold the process at exit."""
+    import subprocess
+    import sys
+
+    (tmp_path / "stopping.py").write_text(STOPPING)
+    (tmp_path / "stopping_job.py").write_text(STOPPING_JOB)
+    done = subprocess.run([sys.executable, str(tmp_path / "stopping.py"), f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "computing"

@@ -105,7 +105,7 @@ async def test_status_api_says_unknown_failing_and_up_with_since(collector):
     assert states["flaky"] == ("failing", z(collector.minute - timedelta(minutes=3)))
     assert states["fine"][0] == "up"
     assert body["all_up"] is False
-    assert body["counts"] == {"outage": 0, "failing": 1, "unknown": 1, "maintenance": 0, "up": 1}
+    assert body["counts"] == {"outage": 0, "failing": 1, "unknown": 1, "degraded": 0, "maintenance": 0, "up": 1}
 
 
 async def test_page_never_says_all_up_while_a_service_is_unknown(collector):

@@ -13,6 +13,7 @@ from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionEr
 from icmplib.sockets import ICMPv4Socket
 
 from protocol.checks import IcmpCheck
+from agent.probers.guard import AddressGuard
 from agent.probers.result import ProbeResult
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,10 @@ def permission_problem() -> str | None:
     return PERMISSION_HELP if socket_mode() is None else None
 
 
-async def probe(check: IcmpCheck, *, agent_id: str | None = None) -> ProbeResult:
-    """1. ping with raw sockets; 2. on a permission error, with unprivileged ones; 3. judge."""
+async def probe(check: IcmpCheck, *, agent_id: str | None = None, guard: AddressGuard | None = None) -> ProbeResult:
+    """1. ping with raw sockets; 2. on a permission error, with unprivileged ones; 3. judge.
+    `guard` is accepted for the probers' one signature and ignored: the SSRF guard concerns the
+    checks that open connections (agent/config.py GuardSection: ICMP is not affected)."""
     budget = check.worst_case_seconds() + OVERALL_MARGIN_SECONDS
     try:
         for privileged in (True, False):
@@ -82,4 +85,5 @@ async def probe(check: IcmpCheck, *, agent_id: str | None = None) -> ProbeResult
     return ProbeResult.success(
         host.avg_rtt,
         detail=f"{replies}, rtt min/avg/max {host.min_rtt:.3f}/{host.avg_rtt:.3f}/{host.max_rtt:.3f} ms",
+        echo_rtts_ms=tuple(host.rtts),
     )
