@@ -395,5 +395,7 @@ def test_grafana_service_provisions_the_datasource_and_dashboard() -> None:
     for dashboard in dashboards:
         text = dashboard.read_text()
         uids = set(re.findall(r'"uid":\s*"([^"]+)"', text)) - {json.loads(text)["uid"], "-- Grafana --"}
-        assert uids == {datasources[0]["uid"]}, dashboard.name
+        # through the datasource variable, which picks the provisioned default Prometheus
+        assert uids == {"${datasource}"}, dashboard.name
+        assert datasources[0]["isDefault"] is True and datasources[0]["type"] == "prometheus"
     assert "prometheus" in grafana["depends_on"]

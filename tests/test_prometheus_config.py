@@ -163,7 +163,16 @@ def test_grafana_provisioning_is_well_formed() -> None:
 
 def test_dashboard_panels_refer_to_the_provisioned_datasource_and_do_not_overlap() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    uids = {s["uid"] for s in provisioned_datasources()}
+    # Every query goes through the `datasource` variable, so the dashboard works provisioned (the
+    # default Prometheus is picked) and imported into an existing Grafana (its __inputs ask which).
+    uids = {"${datasource}"}
+    assert {s["type"] for s in provisioned_datasources() if s.get("isDefault")} == {"prometheus"}
+    assert [(i["name"], i["type"], i["pluginId"]) for i in dashboard["__inputs"]] == [
+        ("DS_PROMETHEUS", "datasource", "prometheus")]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"
+    assert {"policy", "check", "agent"} <= set(variables)
     assert dashboard["uid"] and dashboard["title"]
     panels = list(all_panels(dashboard["panels"]))
     ids = [p["id"] for p in panels]
@@ -188,7 +197,8 @@ def test_dashboard_panels_refer_to_the_provisioned_datasource_and_do_not_overlap
     for a in dashboard["annotations"]["list"]:
         assert a["datasource"]["uid"] in uids | {"-- Grafana --"}
     for v in dashboard["templating"]["list"]:
-        assert v["datasource"]["uid"] in uids
+        if v["type"] != "datasource":
+            assert v["datasource"]["uid"] in uids
     titles = " ".join(p["title"].lower() for p in panels)
     for topic in ("fleet health", "availability", "budget", "latency by agent", "outage timeline"):
         assert topic in titles, f"no panel about {topic}"
