@@ -102,7 +102,7 @@ def check_config(config_path: str, agent_id: str | None) -> None:
             click.echo(f"  {check.name:<20} {check.type:<7} every {format_duration(check.interval):<6} "
                        f"timeout {format_duration(check.timeout):<6} {_target(check)}")
     guarded = config.guard.applies(assigned=not config.checks)
-    click.echo(f"guard:     {'on' if guarded else 'off'} for HTTP checks"
+    click.echo(f"guard:     {'on' if guarded else 'off'} for HTTP, journey, TCP and DNS checks"
                + (f" (allowed: {', '.join(config.guard.allow)})" if guarded and config.guard.allow else ""))
     if runtime_problem is not None:
         click.echo("to run, still needed:", err=True)

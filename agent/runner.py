@@ -131,7 +131,8 @@ class Agent:
             "agent %s started: %d checks, collector %s, metrics %s, spool %s%s",
             self.agent_id, len(self.checks), redact_url(self.config.collector.url),
             f"port {self.metrics_port}" if self.metrics_port else "off", self.spool.path,
-            ", guard on (HTTP checks never connect to private, loopback, link-local or metadata addresses)"
+            ", guard on (HTTP, journey, TCP and DNS checks never connect to private, loopback, link-local or "
+            "metadata addresses)"
             if self._guard is not None else "",
         )
 

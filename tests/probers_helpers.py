@@ -67,15 +67,19 @@ class TcpServer:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.connections = 0
+        self._handlers: set[asyncio.Task] = set()
 
     async def start(self) -> TcpServer:
         async def handle(reader, writer):
             self.connections += 1
+            task = asyncio.current_task()
+            self._handlers.add(task)
             try:
                 await self._handler(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
+            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError, asyncio.CancelledError):
                 pass
             finally:
+                self._handlers.discard(task)
                 writer.close()
 
         self._server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=self._ssl)
@@ -85,6 +89,9 @@ class TcpServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for task in list(self._handlers):  # a handler still waiting would outlive the test
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
 
 

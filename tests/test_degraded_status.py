@@ -155,3 +155,10 @@ async def test_degraded_service_on_the_page_and_in_the_api_with_evidence_of_step
                 "its limit): 2350 ms; phases: dns 4 ms") in text
     assert ("shop: failed in 0 of 3 rounds, degraded in 3; degraded: a1, a2, a3 in all 3 rounds; "
             "succeeded: a1, a2, a3 in all 3 rounds") in text
+
+    # the contract's month report counts the degraded rounds and minutes apart
+    from zoneinfo import ZoneInfo
+    period = base.astimezone(ZoneInfo("Europe/Zurich")).strftime("%Y-%m")
+    report = text_of(await get_page(http, f"/policies/contract/{period}"))
+    assert "Minutes degraded (up, but slower than the checks' limit), counted as down 3 min" in report
+    assert re.search(r"Rounds up / degraded / failed / unknown \d+ / 3 / 3 / \d+", report), report

@@ -161,7 +161,10 @@ async def test_each_check_type_reaches_the_collector_and_opens_its_window(tmp_pa
         procs.append(subprocess.Popen(
             [console_script("uptime-collector"), "serve", "--config", str(tmp_path / "collector.yml")],
             stdout=open(logs / "collector.log", "w"), stderr=subprocess.STDOUT, cwd=tmp_path))
-        await wait_http(f"{base}/healthz")
+        try:
+            await asyncio.wait_for(wait_http(f"{base}/healthz"), 30)
+        except (AssertionError, TimeoutError):
+            raise AssertionError(f"the collector did not come up: {(logs / 'collector.log').read_text()[-2000:]}")
         procs.append(subprocess.Popen(
             [console_script("uptime-agent"), "run", "--config", str(tmp_path / "agent.yml"), "--id", AGENT],
             env={**os.environ, "UPTIME_AGENT_TOKEN": TOKEN},

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("agent", "collector", "protocol")
+PACKAGES = ("agent", "collector", "evidence", "protocol")
 
 # (module prefix, layer); the longest matching prefix decides.
 LAYERS = {
@@ -96,6 +96,14 @@ def test_nothing_imports_from_a_layer_above(module):
 def test_protocol_imports_neither_agent_nor_collector():
     assert {m: sorted(t for t in GRAPH[m] if not t.startswith("protocol"))
             for m in MODULES if m.startswith("protocol")} == {m: [] for m in MODULES if m.startswith("protocol")}
+
+
+def test_the_offline_verifier_needs_only_the_protocol_and_the_pure_rules_core():
+    # a customer verifies a bundle with no database, no network and no collector running
+    reaching = sorted((m, t) for m in MODULES if m.startswith("evidence") for t in GRAPH[m]
+                      if not t.startswith(("evidence", "protocol", "collector.rules")))
+    assert reaching == []
+    assert any(t.startswith("collector.rules") for m in MODULES if m.startswith("evidence") for t in GRAPH[m])
 
 
 def test_agent_imports_nothing_of_the_collector():
