@@ -80,10 +80,19 @@ class CheckEntry(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(pattern=CHECK_NAME_PATTERN)
-    type: Literal["http", "icmp"]
+    type: str  # one of protocol.checks.CHECK_TYPES; the prober's own model validates the rest
     interval: Duration
     agents: list[str] | None = None  # None: every configured agent
     outage: OutageRule = OutageRule()
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        from protocol.checks import CHECK_TYPES
+
+        if v not in CHECK_TYPES:
+            raise ValueError(f"unknown check type {v!r} (one of {', '.join(CHECK_TYPES)})")
+        return v
 
     @field_validator("interval")
     @classmethod

@@ -4,6 +4,7 @@ that names the problem (never a 500), and nothing of it is stored."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import itertools
 import json
@@ -201,3 +202,22 @@ async def test_a_token_outside_ascii_is_a_401_for_agents_and_admin(sqlite_api, t
         resp = await sqlite_api.request(method, path, json=body(), headers={"Authorization": f"Bearer {token}"})
         assert resp.status == 401, f"{path}: {resp.status} {await resp.text()}"
     assert (await sqlite_api.get("/api/v1/assignments", headers={"Authorization": f"Bearer {token}"})).status == 401
+
+
+@pytest.mark.parametrize("body", [b"\x00\x00", b"\x78\x9c", zlib.compress(json.dumps(batch()).encode())[:-6]])
+async def test_a_deflate_stream_cut_short_is_a_400_even_when_its_bytes_come_late(sqlite_api, body) -> None:
+    """Its last bytes in a packet of their own, aiohttp never ends such a body: answered anyway."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", sqlite_api.server.port)
+    try:
+        writer.write(f"POST /api/v1/results HTTP/1.1\r\nHost: collector\r\nAuthorization: Bearer {TOKENS['a1']}\r\n"
+                     f"Content-Encoding: deflate\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(body)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        answer = await asyncio.wait_for(reader.read(), 30)  # the connection is closed after it
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert "not valid deflate data" in json.loads(answer)["error"]

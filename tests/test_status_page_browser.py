@@ -109,7 +109,9 @@ def look_at_the_pages(base: str, h: History, profile: Path) -> None:
         assert "web: failed in 6 of 6 rounds; agents that failed: a1, a2, a3 in all 6 rounds" in web_outage.text
         legend = driver.find_element(By.CSS_SELECTOR, "ul.legend").text
         assert legend.split("\n") == ["100 %: no verified outage", "99 % to under 100 %", "95 % to under 99 %",
-                                      "under 95 %", "hatched: some rounds that day had no verdict (too few agents reported); not counted as up",
+                                      "under 95 %",
+                                      "amber: up but degraded for part of the day (slower than its checks' limit), no verified outage",
+                                      "hatched: some rounds that day had no verdict (too few agents reported); not counted as up",
                                       "grey: no data, no result that day"]
 
         # The evidence table is folded away until asked for.
@@ -123,7 +125,8 @@ def look_at_the_pages(base: str, h: History, profile: Path) -> None:
         driver.execute_script("arguments[0].focus();", web_bars[-5])
         driver.switch_to.active_element.send_keys(Keys.TAB)
         focused = driver.switch_to.active_element
-        label = f"{day_label(h.day)}: 99.583 % available, 6 min verified outage"
+        label = (f"{day_label(h.day)}: 99.048 % available, 6 min verified outage; "
+                 "13 h 30 min without a verdict (not counted as up)")
         assert focused.get_attribute("aria-label") == label
         assert after_content(driver, focused) == f'"{label}"'
         outline = driver.execute_script("return getComputedStyle(arguments[0]).outlineStyle;", focused)

@@ -3,6 +3,7 @@ query parameters, who is asking (an agent's token, the admin token) and reading 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import datetime, timezone
@@ -92,7 +93,7 @@ async def read_json(request: web.Request) -> Any:
         raise RequestError(f"Content-Encoding {coding!r} is not supported (send gzip, deflate or none)",
                            reason="encoding")
     try:
-        raw = await request.read()
+        raw = await _read_body(request, coding)
     except web.HTTPRequestEntityTooLarge:
         raise RequestError(f"request body larger than {request.app[STATE].config.max_body_bytes} bytes", 413,
                            reason="too_large") from None
@@ -119,6 +120,27 @@ async def read_json(request: web.Request) -> Any:
         # agent would retry for ever
         raise RequestError(f"{where or 'body'}: contains a NUL character (\\u0000)", 422, reason="schema")
     return data
+
+async def _read_body(request: web.Request, coding: str) -> bytes:
+    """request.read(), except for a compressed body whose bytes all arrived but whose stream never
+    ended (a deflate stream cut short, its last bytes in a packet of their own): aiohttp cannot
+    decode its end and never ends the body, and the read would wait until the client gave up."""
+    reading = asyncio.ensure_future(request.read())
+    stalled = 0
+    try:
+        while True:
+            done, _ = await asyncio.wait({reading}, timeout=0.25)
+            if done:
+                return reading.result()
+            complete = coding and request.content_length is not None and \
+                request.content.total_raw_bytes >= request.content_length
+            stalled = stalled + 1 if complete else 0
+            if stalled >= 2:  # every byte here for a quarter of a second and still no end
+                raise RequestError(f"request body is not valid {coding.lower()} data: the compressed stream "
+                                   f"does not end (Content-Encoding: {coding})", reason="encoding")
+    finally:
+        reading.cancel()
+
 
 def _utf8_text(raw: bytes, request: web.Request) -> str:
     """The body decoded strictly as UTF-8 (RFC 8259 §8.1: JSON between systems is UTF-8). A UTF-8
