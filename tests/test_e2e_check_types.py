@@ -1,5 +1,5 @@
 """End to end for each check type (https with a certificate made for the test, tcp, dns,
-journey): `uptime-collector serve` assigns them, an `uptime-agent run` process probes real
+journey): validated by the admin API as by the config, `uptime-collector serve` assigns them, an `uptime-agent run` process probes real
 loopback servers, the results (with their details) reach the collector, the targets fail for a few
 rounds, and each check's policy gets exactly the outage window it should."""
 
@@ -26,6 +26,7 @@ pytestmark = pytest.mark.e2e
 
 AGENT = "a1"
 TOKEN = "e2e-token-a1-0123456789"
+ADMIN = "e2e-admin-token-0123456789"
 INTERVAL = 1.0
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CHECKS = ("site", "smtp", "dns-www", "login")
@@ -145,6 +146,7 @@ async def test_each_check_type_reaches_the_collector_and_opens_its_window(tmp_pa
         "listen": {"host": "127.0.0.1", "port": port},
         "database_url": f"sqlite+aiosqlite:///{database}",
         "evaluation": {"interval": "250ms", "grace": "1500ms"},
+        "admin_token": ADMIN,
         "agents": [{"id": AGENT, "token": TOKEN}],
         "checks": checks_config(targets, certs.ca_file),
     }))
@@ -170,6 +172,25 @@ async def test_each_check_type_reaches_the_collector_and_opens_its_window(tmp_pa
             env={**os.environ, "UPTIME_AGENT_TOKEN": TOKEN},
             stdout=open(logs / f"{AGENT}.log", "w"), stderr=subprocess.STDOUT, cwd=tmp_path))
         await wait_until_up(base)
+
+        # the admin API validates each type as the config does, naming the field
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        async with aiohttp.ClientSession(base) as http:
+            for body, message in (
+                ({"type": "tcp", "interval": "1s", "host": "127.0.0.1", "port": 70000},
+                 "port: input should be less than or equal to 65535, got 70000"),
+                ({"type": "dns", "interval": "1s", "query": "www.example.test", "record": "PTR"},
+                 "record: input should be 'A', 'AAAA', 'CNAME', 'MX', 'TXT', 'NS' or 'SOA', got 'PTR'"),
+                ({"type": "journey", "interval": "1s", "timeout": "800ms", "steps": [
+                    {"name": "me", "url": f"{targets.web.url}/api/me", "headers": {"Authorization": "Bearer ${t}"}}]},
+                 "steps.0.headers.Authorization: uses ${t}, which no earlier step extracts"),
+                ({"type": "http", "interval": "1s", "timeout": "800ms", "url": f"{targets.web.url}/",
+                  "degraded_after": "1s"},
+                 "degraded_after: degraded_after 1s must be less than timeout 800ms (a probe that slow fails with "
+                 "timeout)"),
+            ):
+                async with http.put("/api/v1/checks/bad", json=body, headers=admin) as resp:
+                    assert (resp.status, (await resp.json())["error"]) == (422, message)
 
         # every target fails for four rounds, mid-slot to mid-slot: four FAILED rounds, one window each
         step = timedelta(seconds=INTERVAL)

@@ -153,7 +153,9 @@ def look_at_the_pages(base: str, h: History, profile: Path) -> None:
         month_start, month_end = month_bounds(f"{h.day:%Y-%m}", "UTC")
         total = (month_end - month_start) / timedelta(minutes=1)
         availability = driver.find_element(By.ID, "figure-availability").text
-        assert availability == f"Availability\n{percent((total - 6) / total * 100)}\ntarget 99.5 %: met"
+        # about an hour of the month has evidence: the verdict is undetermined, never "met"
+        assert availability.startswith("Availability\n")
+        assert f" to {percent((total - 6) / total * 100)}\ntarget 99.5 %: undetermined:" in availability
         budget = driver.find_element(By.ID, "figure-budget").text
         assert budget == (f"Downtime budget left\n{minutes(total * 0.005 - 6)}\n"
                           f"of {minutes(total * 0.005)} allowed at 99.5 %")
