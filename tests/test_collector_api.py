@@ -402,3 +402,12 @@ async def test_last_contact_survives_a_restart(tmp_path, aiohttp_client) -> None
     assert 'uptime_collector_agent_last_seen_timestamp_seconds{agent="a3"}' in text
     assert 'uptime_collector_agent_clock_offset_seconds{agent="a3"} 0.25' in text
     assert 'agent="a1"' not in text.split("uptime_collector_agent_last_seen_timestamp_seconds")[-1].split("# HELP")[0]
+
+
+async def test_admin_calls_without_a_configured_admin_token_say_so(tmp_path, aiohttp_client) -> None:
+    state = make_state(f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite'}")  # no admin_token
+    client = await aiohttp_client(create_app(state))
+    for method, path in (("POST", "/api/v1/agents"), ("PUT", "/api/v1/checks/x"), ("DELETE", "/api/v1/maintenance/1")):
+        resp = await client.request(method, path, json={}, headers={"Authorization": "Bearer whatever-0123456789"})
+        assert resp.status == 401, path
+        assert "no admin_token is configured on this collector" in (await resp.json())["error"], path

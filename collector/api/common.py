@@ -69,8 +69,13 @@ def require_admin(request: web.Request) -> None:
     expected = state.config.admin_token
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if not expected:
+        # no token can match: say why, rather than let the operator guess at the one they sent
+        raise RequestError("no admin_token is configured on this collector: set admin_token in its config "
+                           "to use admin actions", 401)
     if not admin_token_matches(token.strip() if scheme.lower() == "bearer" else "", expected):
         raise RequestError("admin token required", 401)
+
 
 def require_read(request: web.Request) -> None:
     if not request.app[STATE].config.public_reads:
