@@ -614,6 +614,32 @@ def _cli_ts(value: str, option: str) -> datetime:
         fail(f"{option}: {value!r} is out of range")
 
 
+@main.command("check-config")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+def check_config(config_path: str) -> None:
+    """Validate a collector config (keys, checks, presets, policies) without starting anything."""
+    from collector.service import build_live_policies
+
+    config = _load(config_path)
+    try:
+        live = build_live_policies(config)
+    except ConfigError as err:
+        fail(f"{config_path}: {err}")
+    checks = {c.name for c in config.checks}
+    contracts = [lp.policy for lp in live if lp.policy.name not in checks]
+    without_token = [a.id for a in config.agents if a.token_hash is None]
+    click.echo(f"{config_path}: valid")
+    click.echo(f"  listen      {config.listen.host}:{config.listen.port}")
+    click.echo(f"  database    {config.database_url.split('://', 1)[0]}"
+               + (f" {config.database_url.split('///', 1)[1]}" if config.database_url.startswith("sqlite") else ""))
+    click.echo(f"  agents      {len(config.agents)}" + (f" ({', '.join(without_token)} without a token: register "
+                                                        "them with `agents add`)" if without_token else ""))
+    click.echo(f"  checks      {len(config.checks)}: {', '.join(sorted(checks)) or 'none'}")
+    click.echo(f"  policies    {len(contracts)}: " + (", ".join(f"{p.name} ({p.target_percent} %)" if p.target_percent
+                                                             is not None else p.name for p in contracts) or "none"))
+    click.echo(f"  admin       {'token set' if config.admin_token else 'no admin_token: admin actions are refused'}")
+
+
 @main.command("alert-rules")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")

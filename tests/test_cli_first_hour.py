@@ -84,3 +84,17 @@ def test_a_policy_not_in_the_config_is_named(tmp_path):
     proc = run("report", "--config", str(cfg), "--policy", "nexcess", "--period", "2026-10")
     assert proc.returncode == 2
     assert "--policy: 'nexcess' is not a policy of" in proc.stderr and "(policies: web)" in proc.stderr
+
+
+def test_check_config_validates_without_starting_anything(tmp_path):
+    cfg = write(tmp_path / "c.yml", {"database_url": "sqlite+aiosqlite:///c.sqlite", "checks": [CHECK],
+                                     "agents": [{"id": "a1"}],
+                                     "policies": [{"name": "vision", "preset": "nexon-vision", "components": ["web"]}]})
+    proc = run("check-config", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{cfg}: valid" in proc.stdout and "policies    1: vision (99.5 %)" in proc.stdout
+    assert "a1 without a token" in proc.stdout
+    assert not (tmp_path / "c.sqlite").exists()  # nothing started, nothing written
+    bad = write(tmp_path / "bad.yml", {"checks": [CHECK], "policies": [{"name": "p", "preset": "nope"}]})
+    proc = run("check-config", "--config", str(bad))
+    assert proc.returncode == 2 and "preset" in proc.stderr and "Traceback" not in proc.stderr
