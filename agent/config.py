@@ -154,7 +154,8 @@ class ScheduleSection(ConfigModel):
 
 
 class GuardSection(ConfigModel):
-    """SSRF guard: on by default for the checks the collector assigns, off for the agent's own.
+    """SSRF guard (HTTP, journey, TCP checks and a DNS check's server): on by default for the checks the
+    collector assigns, off for the agent's own.
 
     ```yaml
     guard:

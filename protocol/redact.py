@@ -58,8 +58,9 @@ SECRET_QUERY_PARAMS = frozenset(
 # Substrings long enough not to hit ordinary words (`key` would hide `monkey`, `sig` `design`).
 SECRET_PARAM_WORDS = ("token", "secret", "password", "signature")
 
-# Keys of a check (or journey step) whose whole value is a request body: never shown.
-BODY_KEYS = ("body", "json", "form")
+# Keys of a check (or journey step) whose whole value is a request body: never shown. A TCP
+# check's `send` is one too (an SMTP AUTH or a Redis AUTH line carries a password).
+BODY_KEYS = ("body", "json", "form", "send")
 
 # Shorter values are not searched for in free text: they would blank out ordinary words.
 MIN_SECRET_CHARS = 4

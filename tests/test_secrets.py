@@ -230,3 +230,12 @@ async def test_webhook_payloads_show_no_credentials(database_url, aiohttp_client
     maintenance = next(b for h, b in receiver.received if h["X-Uptime-Event"] == "maintenance.started")
     assert maintenance["maintenance"]["note"] == f"runbook: https://ops:{REDACTED}@wiki.example/db"
     assert maintenance["check"]["headers"] == {"X-Api-Key": REDACTED, "Accept": "application/json", "Cookie": REDACTED}
+
+
+def test_a_tcp_checks_send_line_is_redacted_like_a_body():
+    from protocol.redact import redact_check
+
+    spec = {"name": "redis", "type": "tcp", "host": "10.0.0.5", "port": 6379, "send": "AUTH hunter2\r\n", "expect": "^\\+OK"}
+    shown = redact_check(spec)
+    assert shown["send"] == "<redacted>" and shown["expect"] == "^\\+OK" and "hunter2" not in repr(shown)
+    assert spec["send"] == "AUTH hunter2\r\n"  # the agent's own copy is untouched
