@@ -102,7 +102,8 @@ async def test_degraded_service_on_the_page_and_in_the_api_with_evidence_of_step
     state = make_state(database_url)
     http = await aiohttp_client(collector_app(state))
     now = datetime.now(UTC)
-    minute = now.replace(second=0, microsecond=0)
+    # rounds settle 5 s (the grace) after they end: the last round must have settled at the tick
+    minute = (now - timedelta(seconds=10)).replace(second=0, microsecond=0)
     recent = [minute - timedelta(minutes=m) for m in range(20, 0, -1)]
     base = datetime.combine((now - timedelta(days=3)).date(), datetime.min.time(), tzinfo=UTC) + timedelta(hours=10)
     steps_failed = [{"name": "login page", "ok": True, "status_code": 200, "latency_ms": 80},

@@ -80,7 +80,8 @@ async def collector(database_url, aiohttp_client):
     12 minutes); `fine` up on all six."""
     state = make_state(database_url)
     http = await aiohttp_client(collector_app(state))
-    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    # rounds settle 5 s (the grace) after they end: the last round must have settled at the tick
+    minute = (datetime.now(UTC) - timedelta(seconds=10)).replace(second=0, microsecond=0)
     slots = [minute - timedelta(minutes=m) for m in range(20, 0, -1)]
     for i, agent in enumerate(AGENTS):
         batch = [_result(s, False, "half") for s in slots] if i < 3 else []
