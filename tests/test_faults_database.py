@@ -66,8 +66,10 @@ async def test_database_restarted_under_load(lab, tmp_path: Path, report) -> Non
             probe = {"agent": AGENTS[0], "results": [{
                 "id": "dbdownprobe0000000000000000000001", "check": "web", "slot": z(slot_of(utcnow(), INTERVAL)),
                 "started": z(utcnow()), "ok": True, "latency_ms": 1.0, "status_code": 200, "error": None}]}
-            stopped_at = time.time()
             pg.stop("immediate")
+            # from when the server is down: a batch that reached the collector while pg_ctl was
+            # still stopping it may have been committed and answered 200
+            stopped_at = time.time()
             health, posts = [], []
             while time.time() - stopped_at < DOWN_SECONDS:
                 health.append((await collector.http("GET", f"http://127.0.0.1:{COLLECTOR_PORT}/healthz", timeout=10)).status)
