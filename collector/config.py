@@ -59,7 +59,7 @@ class AgentEntry(_Strict):
 
 
 class OutageRule(_Strict):
-    """The per-check rule of issue 2: a round FAILED when the quorum failed, a window when long enough."""
+    """A check's own outage rule: a round FAILED when the quorum failed, a window when long enough."""
 
     quorum: Literal["all", "majority", "k_of_n"] = "all"
     k: int | None = Field(default=None, ge=1)
@@ -205,7 +205,8 @@ class CollectorConfig(_Strict):
     # evaluation tick; another replica takes over once it expires (several collectors, one database).
     lease_ttl: Duration = 10.0
     # An agent whose clock is off by more than this is flagged (metric and agents list): its slots
-    # would not line up with the other vantage points' (issue 4, "Liveness and time").
+    # would not line up with the other vantage points', and the contracts' rounds need every
+    # agent to probe at the same moment.
     max_clock_offset: Duration = 2.0
     agents: list[AgentEntry] = []
     checks: list[CheckEntry] = []
@@ -237,7 +238,7 @@ class CollectorConfig(_Strict):
         check_names = {c.name for c in self.checks}
         for i, p in enumerate(self.policies):
             if p.name in check_names:
-                # every check is also evaluated as a policy of its own name (issue 2's rule)
+                # every check is also evaluated as a policy of its own name
                 raise ValueError(f"policies.{i}.name: {p.name!r} is already the name of a check")
         _unique([n.name for n in self.notifications], "notifications", "name")
         if self.retention.raw <= self.ingest.max_result_age:

@@ -127,6 +127,13 @@ def http_method(method: str) -> str:
     return method.upper()
 
 
+def status_codes(codes: list[int]) -> list[int]:
+    for code in codes:
+        if not 100 <= code <= 599:
+            raise ValueError(f"invalid status code {code}: must be 100-599")
+    return codes
+
+
 def regex(pattern: str | None) -> str | None:
     if pattern is not None:
         try:
@@ -233,20 +240,12 @@ class HttpCheck(_CheckBase):
             return None
         if not codes:
             raise ValueError("must list at least one status code (leave it out to accept any 2xx)")
-        for code in codes:
-            if not 100 <= code <= 599:
-                raise ValueError(f"invalid status code {code}: must be 100-599")
-        return codes
+        return status_codes(codes)
 
     @field_validator("body_match")
     @classmethod
     def _body_match(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
-        return pattern
+        return regex(pattern)
 
     @model_validator(mode="after")
     def _can_succeed(self) -> HttpCheck:
@@ -515,9 +514,7 @@ class Assertion(ConfigModel):
         codes = status if isinstance(status, list) else [status] if status is not None else []
         if isinstance(status, list) and not status:
             raise ValueError("must list at least one status code")
-        for code in codes:
-            if not 100 <= code <= 599:
-                raise ValueError(f"invalid status code {code}: must be 100-599")
+        status_codes(codes)
         return status
 
     @field_validator("header")
