@@ -17,6 +17,7 @@ the week once, not the week on every tick.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -117,6 +118,10 @@ class LiveEvaluator:
         self.on_event = on_event
         self.replica = replica
         self._last_scan: datetime | None = None
+        self.stopping = False  # set at shutdown: a tick ends after the policy it is judging
+        # one tick at a time: two interleaved ticks (the periodic job and a caller's) would write
+        # the same rounds' rollup from different reads, the later one from stale evidence
+        self._ticking = asyncio.Lock()
         self._by_check: dict[str, list[LivePolicy]] = {}
         self.replace_policies(policies)
 
@@ -177,9 +182,14 @@ class LiveEvaluator:
         return slot_of(now - self.grace, lp.policy.interval)
 
     async def tick(self, now: datetime | None = None) -> list[WindowEvent]:
-        now = now or datetime.now(timezone.utc)
+        async with self._ticking:
+            return await self._tick(now or datetime.now(timezone.utc))
+
+    async def _tick(self, now: datetime) -> list[WindowEvent]:
         events: list[WindowEvent] = []
         for lp in self.policies:
+            if self.stopping:
+                break  # what is left stays marked; the next start judges it
             try:
                 events.extend(await self._evaluate(lp, now))
             except Exception:  # one broken policy must not stop the others from being evaluated

@@ -66,6 +66,9 @@ JOBS = (
 )
 
 
+STOP_GRACE = 20.0  # seconds a running job gets to finish at shutdown before it is cancelled
+
+
 class JobRunner:
     """The jobs on a scheduler; each run is tracked so that `stop` can wait for it."""
 
@@ -73,7 +76,7 @@ class JobRunner:
         self.state = state
         self.jobs = jobs
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
-        self.running: set[asyncio.Task] = set()
+        self.running: dict[asyncio.Task, str] = {}  # task -> job name
 
     def start(self) -> None:
         now = datetime.now(timezone.utc)
@@ -85,7 +88,7 @@ class JobRunner:
 
     async def _tracked(self, job: Job) -> None:
         task = asyncio.current_task()
-        self.running.add(task)
+        self.running[task] = job.run.__name__
         try:
             await job.run(self.state)
         except asyncio.CancelledError:
@@ -93,10 +96,25 @@ class JobRunner:
         except Exception:  # a failing job is logged and tried again at its next run
             log.exception("periodic job %s failed", job.run.__name__)
         finally:
-            self.running.discard(task)
+            self.running.pop(task, None)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop scheduling, let the running jobs finish (the evaluator stops between policies),
+        and cancel only what is still running after `grace` seconds.
+
+        Cancelling at once is what a job cannot survive cleanly: a job cancelled while its
+        database driver opens a connection (aiosqlite's connect runs in a thread of its own) leaks
+        that connection, and disposing of the engine then waits for it forever."""
+        # paused, not shut down: APScheduler's asyncio executor cancels the running jobs when
+        # it shuts down, so that comes last
+        self.scheduler.pause()
+        self.state.evaluator.stopping = True
+        running = set(self.running)
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                log.warning("periodic job %s still running after %.0f s at shutdown: cancelled",
+                            self.running.get(task, task.get_name()), grace)
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
-        for task in list(self.running):
-            task.cancel()
-        await asyncio.gather(*self.running, return_exceptions=True)

@@ -8,6 +8,7 @@ state is unknown, the banner does not say "All services up" and today's bar is h
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -75,14 +76,20 @@ def _result(slot: datetime, ok: bool, check: str) -> dict:
 
 @pytest.fixture
 async def collector(database_url, aiohttp_client):
-    """The last 20 minutes: `half` failing on three of its six agents (the other three never
+    """The last 20 minutes and the current one: `half` failing on three of its six agents (the other three never
     run); `flaky` up on all six, then failing on all six for the last 3 rounds (failing, not yet
     12 minutes); `fine` up on all six."""
     state = make_state(database_url)
     http = await aiohttp_client(collector_app(state))
-    # rounds settle 5 s (the grace) after they end: the last round must have settled at the tick
-    minute = (datetime.now(UTC) - timedelta(seconds=10)).replace(second=0, microsecond=0)
-    slots = [minute - timedelta(minutes=m) for m in range(20, 0, -1)]
+    # Rounds settle 5 s (the grace) after they end: the round before the current one must have
+    # settled at the tick, and the current one must not settle before the test has read the
+    # page. The current slot's results keep every check from looking silent (two intervals
+    # without a result).
+    now = datetime.now(UTC)
+    if now.second < 7:
+        await asyncio.sleep(7 - now.second - now.microsecond / 1e6)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    slots = [minute - timedelta(minutes=m) for m in range(20, -1, -1)]
     for i, agent in enumerate(AGENTS):
         batch = [_result(s, False, "half") for s in slots] if i < 3 else []
         batch += [_result(s, s < minute - timedelta(minutes=3), "flaky") for s in slots]
@@ -102,7 +109,7 @@ async def test_status_api_says_unknown_failing_and_up_with_since(collector):
     states = {s["name"]: (s["state"], s["since"]) for s in body["services"]}
     first = collector.minute - timedelta(minutes=20)
     z = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
-    assert states["half"] == ("unknown", z(first))
+    assert states["half"] == ("unknown", z(first)), body
     assert states["flaky"] == ("failing", z(collector.minute - timedelta(minutes=3)))
     assert states["fine"][0] == "up"
     assert body["all_up"] is False
