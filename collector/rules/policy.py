@@ -9,6 +9,7 @@ default; `maintenance: {emergency: null}` removes that kind).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -418,6 +419,14 @@ def _read_yaml(text: str, source: str) -> Any:
 def _preset_data(name: str) -> dict:
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name or ""):
         raise PolicyError(f"unknown preset {name!r}; presets: {', '.join(list_presets())}")
+    # a copy: callers merge into it, and the parsed preset is shared by every policy using it
+    return copy.deepcopy(_parsed_preset(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_preset(name: str) -> dict:
+    """A shipped preset, parsed once per process: a collector with thousands of contract
+    policies would otherwise spend most of its start-up parsing the same YAML again."""
     resource = _presets_dir() / f"{name}.yml"
     if not resource.is_file():
         raise PolicyError(f"unknown preset {name!r}; presets: {', '.join(list_presets())}")
