@@ -26,6 +26,7 @@ from .format import duration, moment, percent
 __all__ = [
     "DAYS_SHOWN", "STATES", "Bar", "Days", "ServiceState", "EvidenceView", "daily_bars", "period_summary",
     "bar_level", "current_state", "summarise_rounds", "evidence_view", "result_details", "LEVELS",
+    "FIGURE_PERIODS", "Figure", "availability_figure",
 ]
 
 UTC = timezone.utc
@@ -401,3 +402,96 @@ def result_details(rows: Iterable[Any]) -> list[dict[str, Any]]:
             latest[key] = row
     return [{"agent": agent, "check": check, "slot": row.slot, "text": _result_text(row)}
             for (agent, check), row in sorted(latest.items())]
+
+
+# --- availability over the last 24 h, 7 d, 30 d, 90 d (the front page and the badges) ----------
+
+# (label, length): the figures shown beside each service's bars.
+FIGURE_PERIODS: tuple[tuple[str, timedelta], ...] = (
+    ("24 h", DAY), ("7 d", 7 * DAY), ("30 d", 30 * DAY), ("90 d", 90 * DAY),
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """Availability over one period, the report's way: `best` over the judged time only (unknown
+    minutes are neither up nor down), `worst` with every unknown minute counted as down. With no
+    judged minute at all both are None: there is nothing to show, and never 100 %."""
+    label: str
+    best: float | None
+    worst: float | None
+    outage_us: int
+    unknown_us: int      # rounds without a verdict and days without any result, in the period
+    judged_us: int
+
+    @property
+    def certain(self) -> bool:
+        """True when no unknown time could change the figure."""
+        return self.unknown_us == 0
+
+
+def _merge(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    out: list[list[datetime]] = []
+    for start, end in sorted(s for s in spans if s[1] > s[0]):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(a, b) for a, b in out]
+
+
+def _minus(spans: list[tuple[datetime, datetime]], cut: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """`spans` without `cut` (both merged)."""
+    out = []
+    for start, end in spans:
+        pieces = [(start, end)]
+        for c_start, c_end in cut:
+            if c_end <= start or c_start >= end:
+                continue
+            pieces = [p for a, b in pieces for p in ((a, min(b, c_start)), (max(a, c_end), b)) if p[1] > p[0]]
+        out.extend(pieces)
+    return out
+
+
+def _length_us(spans: Iterable[tuple[datetime, datetime]]) -> int:
+    return sum((b - a) // _US for a, b in spans)
+
+
+def availability_figure(label: str, start: datetime, *, days: Days,
+                        windows: Iterable[tuple[datetime, datetime | None]], evidence_days: set[int],
+                        unknown: Iterable[tuple[datetime, datetime]], judged_until: datetime | None,
+                        judged_from: datetime | None = None) -> Figure:
+    """Availability over [start, now), clipped to the days the page knows about (`days`).
+
+    1. Outage: the verified windows in the period (an open one counts up to now).
+    2. Not yet judged: the time after `judged_until` (the evaluator has not reached it; like the
+       report's minutes after the last finished slot, it has not happened yet for the figures).
+       An outage there still counts: it is verified.
+    3. Unknown: rounds without a verdict, the days without any result for the service's
+       components (the bars' "no data") and the time before `judged_from` (its components' first
+       result), outside the outage.
+    4. best = (judged − outage) / judged, worst = (judged − outage) / (judged + unknown), judged
+       being the period minus the unknown and the not-yet-judged time. Nothing judged: no figure.
+    """
+    now = days.now
+    start = max(start, days.starts[0])
+    if start >= now:
+        return Figure(label, None, None, 0, 0, 0)
+
+    def clip(spans):
+        return _merge((max(a, start), min(now if b is None else b, now)) for a, b in spans)
+
+    outage = clip(windows)
+    pending = _minus(clip([(judged_until or start, now)]), outage)
+    no_data = [(d, d + DAY) for i, d in enumerate(days.starts) if i not in evidence_days]
+    if judged_from is not None:
+        no_data.append((start, judged_from))
+    blind = _minus(_minus(clip(list(unknown) + no_data), outage), pending)
+    total = (now - start) // _US - _length_us(pending)
+    lost, unknown_us = _length_us(outage), _length_us(blind)
+    judged = total - unknown_us
+    if judged <= 0:
+        return Figure(label, None, None, lost, unknown_us, max(judged, 0))
+    best = 100.0 * (judged - lost) / judged
+    worst = 100.0 * (judged - lost) / total
+    return Figure(label, best, worst, lost, unknown_us, judged)

@@ -16,11 +16,12 @@ from collector.rules.policy import Policy, PolicyError
 
 from .format import duration, parse_iso
 from .history import (
-    STATES, Bar, Days, EvidenceView, ServiceState, current_state, daily_bars, evidence_view, period_summary,
-    result_details, summarise_rounds,
+    FIGURE_PERIODS, STATES, Bar, Days, EvidenceView, Figure, ServiceState, availability_figure, current_state,
+    daily_bars, evidence_view, period_summary, result_details, summarise_rounds,
 )
 
-__all__ = ["ServiceView", "Incident", "StatusPage", "build_status_page", "policy_url", "INCIDENT_MONTHS"]
+__all__ = ["ServiceView", "Incident", "StatusPage", "build_status_page", "policy_url", "outage_api_url",
+           "INCIDENT_MONTHS"]
 
 UTC = timezone.utc
 INCIDENT_MONTHS = 12
@@ -44,6 +45,8 @@ class ServiceView:
     days_without_data: int
     url: str
     latest_period: str              # the policy's current month: a bar never links past it
+    # availability over the last 24 h, 7 d, 30 d and 90 d (history.FIGURE_PERIODS)
+    figures: list[Figure] = field(default_factory=list)
 
 
 @dataclass
@@ -167,6 +170,8 @@ def build_status_page(
     runs_by_policy: dict[str, Sequence[Any]] | None = None,
     judged_until: dict[str, datetime] | None = None,
     up_since: dict[str, datetime] | None = None,
+    figure_periods: Sequence[tuple[str, timedelta]] = FIGURE_PERIODS,
+    first_by_check: dict[str, datetime] | None = None,
 ) -> StatusPage:
     """1. Group windows and maintenance by policy (anything for a policy no longer configured is left out).
     2. Per service: current state (from the latest judged round: `runs_by_policy` holds its recent
@@ -213,8 +218,16 @@ def build_status_page(
         bars = daily_bars([(w.start, w.end) for w in mine], evidence, days, [(m.start, m.end) for m in in_force], unknown,
                           degraded)
         availability, missing = period_summary(bars)
+        spans = [(w.start, w.end) for w in mine]
+        # the figures count nothing as judged before every component had its first result
+        firsts = [first_by_check.get(c) for c in policy.components] if first_by_check is not None else []
+        judged_from = (None if first_by_check is None else
+                       max(firsts) if firsts and all(f is not None for f in firsts) else now)
+        figures = [availability_figure(label, now - length, days=days, windows=spans, evidence_days=evidence,
+                                       unknown=unknown, judged_until=judged_until.get(name), judged_from=judged_from)
+                   for label, length in figure_periods]
         services.append(ServiceView(name, policy.description, list(policy.components), state, bars, availability,
-                                    missing, policy_url(name), period_of(now, policy.tz)))
+                                    missing, policy_url(name), period_of(now, policy.tz), figures))
 
         # entries are built in full only for the newest MAX_INCIDENTS
         entries.extend((w.start, "outage", name, w, None) for w in mine)
@@ -239,10 +252,15 @@ def _incident(policy: Policy, row: Any, kind: str, view: dict[str, Any] | None, 
         return Incident(kind, policy.name, row.start, row.end, duration((row.end - row.start).total_seconds()),
                         period, maintenance=view or {})
     length = duration((min(row.end or now, now) - row.start).total_seconds())
-    api = (f"/api/v1/outages?policy={quote(policy.name, safe='')}&since={_q(row.start)}"
-           f"&until={_q(row.start + timedelta(microseconds=1))}")
+    api = outage_api_url(policy.name, row.start)
     return Incident(kind, policy.name, row.start, row.end, length + (" so far" if row.end is None else ""), period,
                     window_id=row.id, components=tuple(policy.components), evidence_json=api)
+
+
+def outage_api_url(policy: str, start: datetime) -> str:
+    """The API query that returns the window starting at `start`, with its full evidence."""
+    return (f"/api/v1/outages?policy={quote(policy, safe='')}&since={_q(start)}"
+            f"&until={_q(start + timedelta(microseconds=1))}")
 
 
 def _q(moment_: datetime) -> str:

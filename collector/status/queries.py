@@ -14,7 +14,7 @@ Like collector.store, these only read; the caller owns the session.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from sqlalchemy import and_, exists, func, or_, select
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from collector.db import Check, Maintenance, OutageWindow, Result
 
-__all__ = ["windows_since", "window_evidence", "maintenance_since", "evidence_days", "latest_slots", "window_results"]
+__all__ = ["windows_since", "window_evidence", "maintenance_since", "evidence_days", "evidence_and_first_slots", "latest_slots", "window_results"]
 
 DAY = timedelta(days=1)
 
@@ -56,17 +56,37 @@ async def evidence_days(session: AsyncSession, checks: Sequence[str], starts: Se
     The configured checks are read from the `checks` table, which the collector syncs from its
     config at start; a check it does not hold yet simply has no evidence.
     """
+    return (await evidence_and_first_slots(session, checks, starts))[0]
+
+
+async def evidence_and_first_slots(session: AsyncSession, checks: Sequence[str],
+                                   starts: Sequence[datetime]) -> tuple[dict[str, set[int]], dict[str, datetime]]:
+    """evidence_days, and in the same statement {check: its first slot since the first day}: the
+    time of the first day before it had no result at all (the availability figures must not
+    count it as judged; one more seek in the same index per check)."""
     if not checks or not starts:
-        return {}
+        return {}, {}
     columns = [
         exists().where(Result.check == Check.name, Result.slot >= start, Result.slot < start + DAY).label(f"d{i}")
         for i, start in enumerate(starts)
     ]
-    stmt = select(Check.name, *columns).where(Check.name.in_(list(checks)))
+    first = (select(func.min(Result.slot)).where(Result.check == Check.name, Result.slot >= starts[0])
+             .scalar_subquery().label("first_slot"))
+    stmt = select(Check.name, first, *columns).where(Check.name.in_(list(checks)))
     out: dict[str, set[int]] = {}
+    firsts: dict[str, datetime] = {}
     for row in (await session.execute(stmt)).all():
-        out[row[0]] = {i for i, present in enumerate(row[1:]) if present}
-    return out
+        out[row[0]] = {i for i, present in enumerate(row[2:]) if present}
+        if row[1] is not None:
+            firsts[row[0]] = _utc(row[1])
+    return out, firsts
+
+
+def _utc(value: Any) -> datetime:
+    # a bare MIN() loses the column's type on SQLite: it may come back as text or naive
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 async def latest_slots(session: AsyncSession, checks: Sequence[str], since: datetime) -> dict[str, datetime]:

@@ -27,7 +27,9 @@ from collector.reporting import report_from_db
 
 from . import format as fmt
 from . import queries
-from .history import DAYS_SHOWN, LEVELS, Days, evidence_view
+from .badges import availability_badge, state_badge
+from .feed import FEED_DAYS, build_feed, feed_events
+from .history import DAYS_SHOWN, FIGURE_PERIODS, LEVELS, Days, evidence_view
 from .pages import INCIDENT_MONTHS, build_status_page, policy_url
 
 __all__ = ["setup_status_routes"]
@@ -63,7 +65,8 @@ def _environment() -> jinja2.Environment:
         iso=fmt.iso_utc, month_name=fmt.month_name, policy_url=policy_url,
     )
     env.globals.update(LEVELS=LEVELS, DAYS_SHOWN=DAYS_SHOWN, CREDIT_NAMES=CREDIT_NAMES,
-                       INCIDENT_MONTHS=INCIDENT_MONTHS, evidence_view=evidence_view)
+                       INCIDENT_MONTHS=INCIDENT_MONTHS, evidence_view=evidence_view,
+                       FIGURE_PERIODS=FIGURE_PERIODS, FEED_DAYS=FEED_DAYS)
     return env
 
 
@@ -97,27 +100,50 @@ def _private(request: web.Request) -> bool:
     return not admin_token_matches(token.strip() if scheme.lower() == "bearer" else "", expected)
 
 
-async def _page_data(state: Any, now: datetime, days: Days) -> Any:
+async def _page_data(state: Any, now: datetime, days: Days, policies: dict[str, Policy] | None = None,
+                     figure_periods: Any = FIGURE_PERIODS) -> Any:
     """Everything the front page and GET /api/v1/status show, loaded in a handful of queries
-    (not a few per service) and assembled off the event loop."""
-    checks = sorted({c for p in state.policies.values() for c in p.components})
-    names = sorted(state.policies)
+    (not a few per service) and assembled off the event loop. `policies` narrows it to some
+    services (a badge needs one)."""
+    policies = state.policies if policies is None else policies
+    checks = sorted({c for p in policies.values() for c in p.components})
+    names = sorted(policies)
     since = now - timedelta(days=365)
-    longest = max((p.interval for p in state.policies.values()), default=60.0)
+    longest = max((p.interval for p in policies.values()), default=60.0)
     recent = now - timedelta(seconds=4 * longest + state.config.evaluation.grace)
     async with state.sessionmaker() as session:
         windows = await queries.windows_since(session, min(since, days.starts[0]))
         # a month more of maintenance: monthly budgets count the announcements before `since`
         maintenance = await queries.maintenance_since(session, since - timedelta(days=31))
-        evidence = await queries.evidence_days(session, checks, days.starts)
+        evidence, first_slots = await queries.evidence_and_first_slots(session, checks, days.starts)
         latest = await queries.latest_slots(session, checks, recent)
         runs = await store.runs_since(session, names, days.starts[0])
         judged = await store.judged_until(session, names)
         up_since = await store.last_run_ends(session, names)
     return await asyncio.to_thread(
-        build_status_page, now=now, policies=state.policies, windows=windows, maintenance=maintenance,
+        build_status_page, now=now, policies=policies, windows=windows, maintenance=maintenance,
         evidence_by_check=evidence, latest_by_check=latest, days=days, grace=state.config.evaluation.grace,
-        runs_by_policy=runs, judged_until=judged, up_since=up_since)
+        runs_by_policy=runs, judged_until=judged, up_since=up_since, figure_periods=figure_periods,
+        first_by_check=first_slots)
+
+
+# The page reloads itself this often (seconds) unless ?refresh=0; between REFRESH_MIN and
+# REFRESH_MAX otherwise, so a link cannot make every visitor's browser hammer the collector.
+REFRESH_DEFAULT, REFRESH_MIN, REFRESH_MAX = 60, 10, 86400
+FEED_HEADER = '</feed.atom>; rel="alternate"; type="application/atom+xml"; title="Verified outages and maintenance"'
+
+
+def _refresh(request: web.Request) -> int:
+    raw = request.query.get("refresh")
+    if raw is None:
+        return REFRESH_DEFAULT
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    if re.fullmatch(r"[0-9]{1,6}", raw.strip()):
+        value = int(raw)
+        if value == 0 or REFRESH_MIN <= value <= REFRESH_MAX:
+            return value
+    raise ValueError(f"The parameter refresh={raw!r} must be 0 (no automatic reload) or a number of seconds "
+                     f"from {REFRESH_MIN} to {REFRESH_MAX}.")
 
 
 async def status_page(request: web.Request) -> web.Response:
@@ -126,6 +152,10 @@ async def status_page(request: web.Request) -> web.Response:
         return await _error(401, "Private status page",
                             "This collector's pages need the admin token (public_reads is off).",
                             {"WWW-Authenticate": "Bearer"})
+    try:
+        refresh = _refresh(request)
+    except ValueError as err:
+        return await _error(400, "Bad refresh parameter", str(err))
     state = _state(request)
     now = datetime.now(UTC)
     days = Days.ending(now, DAYS_SHOWN)
@@ -147,7 +177,8 @@ async def status_page(request: web.Request) -> web.Response:
         # the page without evidence beats no page: each entry says none is stored
         log.warning("status page: database unavailable: %s", err.__class__.__name__)
     page.attach_evidence(stored, results)
-    return await _render("index.html", page=page)
+    # feed readers find the feed in the Link header (RFC 8288) and in the page's rel="alternate" link
+    return await _render("index.html", page=page, refresh=refresh, headers={"Link": FEED_HEADER})
 
 
 async def status_api(request: web.Request) -> web.Response:
@@ -158,7 +189,7 @@ async def status_api(request: web.Request) -> web.Response:
     state = _state(request)
     now = datetime.now(UTC)
     try:
-        page = await _page_data(state, now, Days.ending(now, 1))
+        page = await _page_data(state, now, Days.ending(now, 1), figure_periods=())
     except _DB_ERRORS as err:
         log.warning("status API: database unavailable: %s", err.__class__.__name__)
         return web.json_response({"error": "database unavailable, retry later"}, status=503,
@@ -236,7 +267,103 @@ async def policy_report(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _base_url(request: web.Request) -> str:
+    """Where the collector is reached: its configured public_url, else the request's own origin."""
+    configured = _state(request).config.public_url
+    return configured.rstrip("/") if configured else str(request.url.origin())
+
+
+async def status_feed(request: web.Request) -> web.Response:
+    """`GET /feed.atom`: verified outages opened and closed, maintenance announced and cancelled,
+    of the last FEED_DAYS days, newest first (feed.py)."""
+    if _private(request):
+        return web.Response(status=401, text="admin token required (public_reads is off)\n",
+                            headers={"WWW-Authenticate": "Bearer"})
+    state = _state(request)
+    now = datetime.now(UTC)
+    since = now - timedelta(days=FEED_DAYS)
+    try:
+        async with state.sessionmaker() as session:
+            windows = await queries.windows_since(session, since)
+            # an announcement's maintenance may end before the period although it was recorded
+            # (or cancelled) inside it: its events are filtered by when they happened
+            maintenance = await queries.maintenance_since(session, since - timedelta(days=365))
+    except _DB_ERRORS as err:
+        log.warning("status feed: database unavailable: %s", err.__class__.__name__)
+        return web.Response(status=503, text="database unavailable, retry later\n", headers={"Retry-After": "5"})
+    events = feed_events(now=now, policies=state.policies, windows=windows, maintenance=maintenance)
+    body = await asyncio.to_thread(build_feed, events, base_url=_base_url(request), now=now)
+    response = web.Response(body=body, content_type="application/atom+xml", charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+    response.enable_compression()
+    return response
+
+
+def _svg(text: str, status: int = 200) -> web.Response:
+    # a badge is embedded in other sites' pages: short-lived, and never a script context
+    return web.Response(text=text, status=status, content_type="image/svg+xml", charset="utf-8",
+                        headers={"Cache-Control": "no-cache, max-age=0",
+                                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+async def _badge_page(request: web.Request, days: Days, figure_periods: Any = ()) -> tuple[Policy, Any] | web.Response:
+    """The service's page data, or the response that says why there is none."""
+    if _private(request):
+        return web.json_response({"error": "admin token required (public_reads is off)"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    state = _state(request)
+    name = request.match_info["service"]
+    policy = state.policies.get(name)
+    if policy is None:
+        return web.json_response({"error": f"unknown service {name!r}", "parameter": "service"}, status=404)
+    try:
+        page = await _page_data(state, days.now, days, {name: policy}, figure_periods)
+    except _DB_ERRORS as err:
+        log.warning("badge: database unavailable: %s", err.__class__.__name__)
+        return web.json_response({"error": "database unavailable, retry later"}, status=503,
+                                 headers={"Retry-After": "5"})
+    return policy, page.services[0]
+
+
+async def state_badge_svg(request: web.Request) -> web.Response:
+    """`GET /badge/{service}.svg`: the service's current state, as GET /api/v1/status says it."""
+    now = datetime.now(UTC)
+    found = await _badge_page(request, Days.ending(now, 1))
+    if isinstance(found, web.Response):
+        return found
+    policy, service = found
+    return _svg(state_badge(policy.name, service.state.kind))
+
+
+BADGE_DAYS_MAX = 90
+
+
+async def availability_badge_svg(request: web.Request) -> web.Response:
+    """`GET /badge/{service}/availability.svg?days=30`: availability over the last `days` days
+    (1 to 90), computed as the page's figures are (history.availability_figure)."""
+    raw = request.query.get("days", "30")
+    stripped = raw.strip()
+    if not (re.fullmatch(r"[0-9]{1,3}", stripped) and 1 <= int(stripped) <= BADGE_DAYS_MAX):
+        return web.json_response({"error": f"days must be a whole number of days from 1 to {BADGE_DAYS_MAX}, "
+                                           f"not {raw[:40]!r}", "parameter": "days"}, status=400)
+    count = int(stripped)
+    now = datetime.now(UTC)
+    # one UTC day more than asked, so that the period [now - days, now) lies inside the days whose
+    # evidence is read; 90 is the page's own 90 days shown, so the badge and the page agree
+    days = Days.ending(now, min(count + 1, DAYS_SHOWN))
+    found = await _badge_page(request, days, [(f"{count} d", timedelta(days=count))])
+    if isinstance(found, web.Response):
+        return found
+    policy, service = found
+    figure = service.figures[0]
+    return _svg(availability_badge(policy.name, count, figure))
+
+
 def setup_status_routes(app: web.Application) -> None:
+    app.router.add_get("/feed.atom", status_feed)
+    app.router.add_get("/badge/{service}/availability.svg", availability_badge_svg)
+    app.router.add_get("/badge/{service}.svg", state_badge_svg)
     app.router.add_get("/", status_page)
     app.router.add_get("/api/v1/status", status_api)
     app.router.add_get("/policies/{name}", policy_report)
