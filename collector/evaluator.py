@@ -43,6 +43,9 @@ RESCAN_ON_LEAD = timedelta(minutes=10)
 # Rounds of marked history judged per policy and tick; the rest waits for the next tick, so that a
 # replayed backlog does not hold the event loop (and ingest) for long.
 ROUNDS_PER_TICK = 50_000
+# How far back a tail judged with many others may reach to take in a stored window; a longer
+# outage is judged on its own, so that one policy's history does not widen every policy's read.
+MAX_TAIL_REACH = timedelta(hours=6)
 # How far back a policy judged for the first time is judged at start: the status page's 90 days.
 CATCH_UP_SPAN = timedelta(days=90)
 
@@ -59,6 +62,9 @@ class LivePolicy:
     open_window: dict[str, Any] | None = None
     windows_known: bool = False
     progress_loaded: bool = False
+    # the earliest slot with evidence of any component (None: not read yet); results arriving
+    # later can only move it back, and mark() follows them
+    first_slot: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -76,6 +82,8 @@ class LivePolicy:
 
     def mark(self, first: datetime, last: datetime) -> None:
         """Add a stretch to judge again; stretches closer than the lookback are judged as one."""
+        if self.first_slot is not None and first < self.first_slot:
+            self.first_slot = first
         gap = self.lookback
         merged: list[tuple[datetime, datetime]] = []
         for lo, hi in sorted([*self.dirty, (first, last)]):
@@ -119,6 +127,9 @@ class LiveEvaluator:
         self.replica = replica
         self._last_scan: datetime | None = None
         self.stopping = False  # set at shutdown: a tick ends after the policy it is judging
+        # tails of many policies judged in one transaction; off, each policy on its own (the
+        # reference the batched pass is tested and measured against)
+        self.batch_tails = True
         # one tick at a time: two interleaved ticks (the periodic job and a caller's) would write
         # the same rounds' rollup from different reads, the later one from stale evidence
         self._ticking = asyncio.Lock()
@@ -186,12 +197,45 @@ class LiveEvaluator:
             return await self._tick(now or datetime.now(timezone.utc))
 
     async def _tick(self, now: datetime) -> list[WindowEvent]:
+        """One pass. Policies whose only work is their tail (the usual case: the newest rounds
+        settled) are judged together with a bounded number of queries (`_judge_tails`); marked
+        history (late or replayed results) and tails next to a stored window are judged one
+        policy at a time, as their ranges may grow."""
         events: list[WindowEvent] = []
+        try:
+            await self._load_progress([lp for lp in self.policies if not lp.progress_loaded], now)
+        except Exception:
+            log.exception("loading evaluation progress failed")
+        tails: list[tuple[LivePolicy, datetime, datetime]] = []
+        single: list[tuple[LivePolicy, datetime, list, datetime | None]] = []
         for lp in self.policies:
-            if self.stopping:
-                break  # what is left stays marked; the next start judges it
+            if not lp.progress_loaded:
+                continue  # its progress could not be read: next tick
+            settled = self.settled_until(lp, now)
+            closed, tail = self._ranges(lp, settled)
+            if closed or not self.batch_tails:
+                single.append((lp, settled, closed, tail))
+            elif tail is not None:
+                tails.append((lp, settled, tail))
+        if tails and not self.stopping:
             try:
-                events.extend(await self._evaluate(lp, now))
+                found, rest = await self._judge_tails(tails)
+                events.extend(found)
+            except Exception:
+                log.exception("evaluation of %d policies' newest rounds failed; judging them one by one", len(tails))
+                rest = [lp for lp, _, _ in tails]
+            again = {id(lp) for lp in rest}
+            single.extend((lp, settled, [], tail) for lp, settled, tail in tails if id(lp) in again)
+        for lp, settled, closed, tail in single:
+            if self.stopping:
+                # what is left is marked again; the next start (or tick) judges it
+                for lo, end in closed:
+                    lp.mark(lo, end - lp.interval)
+                if tail is not None and tail < settled:
+                    lp.mark(tail, settled - lp.interval)
+                continue
+            try:
+                events.extend(await self._evaluate(lp, now, (closed, tail), settled))
             except Exception:  # one broken policy must not stop the others from being evaluated
                 log.exception("evaluation of policy %s failed", lp.name)
         for event in events:
@@ -241,6 +285,110 @@ class LiveEvaluator:
                 closed.append((lo, end))
         return closed, tail
 
+    async def _load_progress(self, lps: Sequence[LivePolicy], now: datetime) -> None:
+        """`_catch_up` for many policies: their progress and first slots in a few queries."""
+        if not lps:
+            return
+        async with self.sessionmaker() as session:
+            done = await store.judged_until(session, [lp.name for lp in lps])
+            pending = [lp for lp in lps if lp.name not in done]
+            firsts = await store.first_result_slots(
+                session, [c for lp in pending for c in lp.policy.components]) if pending else {}
+        for lp in lps:
+            settled = self.settled_until(lp, now)
+            lp.progress_loaded = True
+            if lp.name in done:
+                since = done[lp.name] - lp.lookback
+            else:
+                first = min((firsts[c] for c in lp.policy.components if c in firsts), default=None)
+                if first is None:
+                    continue
+                lp.first_slot = first
+                since = max(slot_of(first, lp.policy.interval), settled - CATCH_UP_SPAN)
+            if since < settled - lp.lookback:
+                lp.mark(since, settled - lp.interval)
+
+    async def _judge_tails(self, tails: Sequence[tuple[LivePolicy, datetime, datetime]]
+                           ) -> tuple[list[WindowEvent], list[LivePolicy]]:
+        """Judge the tails [tail, settled) of many policies in one transaction: one read of their
+        windows, one of their evidence, one write of their runs. A policy whose tail touches a
+        stored window starting before it, or starts with a down round (a run that may reach
+        further back), is returned to be judged on its own (`_judge` grows its range)."""
+        rest: list[LivePolicy] = []
+        async with self.sessionmaker() as session:
+            unknown_first = [lp for lp, _, _ in tails if lp.first_slot is None]
+            if unknown_first:
+                firsts = await store.first_result_slots(session, [c for lp in unknown_first for c in lp.policy.components])
+                for lp in unknown_first:
+                    lp.first_slot = min((firsts[c] for c in lp.policy.components if c in firsts), default=None)
+            live: list[tuple[LivePolicy, datetime, datetime, datetime]] = []
+            for lp, settled, tail in tails:
+                if lp.first_slot is None:  # no evidence at all yet: nothing to judge
+                    lp.last_settled, lp.windows_known = settled, True
+                    continue
+                first = slot_of(lp.first_slot, lp.policy.interval)
+                live.append((lp, settled, first, max(tail, first)))
+            if not live:
+                return [], rest
+            names = [lp.name for lp, *_ in live]
+            lo = min(start for _, _, _, start in live)
+            hi = max(settled for _, settled, _, _ in live)
+            stored = await store.windows_of(session, names, lo)
+            # A tail touching a stored window (an outage still open, or one that just ended) is
+            # judged from before that window's start, as `_judge` would grow it: the window's
+            # first round is down, so the range takes in `step` more.
+            extended: list[tuple[LivePolicy, datetime, datetime, datetime]] = []
+            for lp, settled, first, start in live:
+                earlier = [w.start for w in stored.get(lp.name, ()) if (w.end is None or w.end > start) and w.start < start]
+                if earlier:
+                    start = slot_of(max(first, min(earlier) - 4 * lp.lookback), lp.policy.interval)
+                    if lp.last_settled is not None and start < lp.last_settled - MAX_TAIL_REACH:
+                        rest.append(lp)  # a long outage: read its history on its own
+                        continue
+                extended.append((lp, settled, first, start))
+            live = extended
+            if not live:
+                return [], rest
+            lo_all = min(start for _, _, _, start in live)
+            if lo_all < lo:
+                stored = await store.windows_of(session, names, lo_all)
+            # evidence: the checks of extended tails from the earliest extended start, the others
+            # from the earliest tail (each check read once)
+            far = {c for lp, _, _, start in live if start < lo for c in lp.policy.components}
+            near = {c for lp, *_ in live for c in lp.policy.components} - far
+            by_check: dict[str, list[Any]] = {}
+            for checks, since in ((sorted(far), lo_all), (sorted(near), lo)):
+                if checks:
+                    for o in await store.load_observations(session, checks, since, hi):
+                        by_check.setdefault(o.check, []).append(o)
+            judged = []
+            for lp, settled, first, start in live:
+                mine = [w for w in stored.get(lp.name, ()) if w.end is None or w.end > start]
+                if any(w.start < start for w in mine):
+                    rest.append(lp)
+                    continue
+                observations = [o for c in lp.policy.components for o in by_check.get(c, ()) if start <= o.ts < settled]
+                index = ObservationIndex(lp.policy, observations, expected_by_component=lp.expected_by_component)
+                rounds = index.rounds(start, settled, sparse=True)
+                if rounds and is_down(lp.policy, rounds[0].verdict) and start > first:
+                    rest.append(lp)
+                    continue
+                records = [window_record(lp.policy, w) for w in find_windows(lp.policy, rounds, open_tail=True)]
+                before, after = await store.replace_windows(session, lp.name, start, records, loaded=mine)
+                judged.append((lp, settled, start, rounds, after))
+                lp_events = _diff(lp.name, before, after)
+                judged[-1] += (lp_events,)
+            await store.replace_runs_many(session, [(lp.name, start, settled, runs_of(rounds, settled), settled)
+                                                    for lp, settled, start, rounds, _, _ in judged])
+            events = [e for *_, lp_events in judged for e in lp_events]
+            if events and self.outbox is not None:
+                await self.outbox(session, events)  # in the transaction of the windows behind them
+            await session.commit()
+        for lp, settled, _, _, after, _ in judged:
+            lp.open_window = next(({"start": w.start} for w in after if w.end is None), None)
+            lp.last_settled, lp.windows_known = settled, True
+        return events, rest
+
     async def _catch_up(self, lp: LivePolicy, settled: datetime) -> None:
         """Once per policy and process: mark for judging what no collector judged while none ran
         (since the last judged round, or the first time since the first result, at most
@@ -260,16 +408,21 @@ class LiveEvaluator:
         if since < settled - lp.lookback:
             lp.mark(since, settled - lp.interval)
 
-    async def _evaluate(self, lp: LivePolicy, now: datetime) -> list[WindowEvent]:
-        settled = self.settled_until(lp, now)
-        if not lp.progress_loaded:
-            await self._catch_up(lp, settled)
-        closed, tail = self._ranges(lp, settled)
+    async def _evaluate(self, lp: LivePolicy, now: datetime, ranges: tuple[list, datetime | None] | None = None,
+                        settled: datetime | None = None) -> list[WindowEvent]:
+        settled = settled or self.settled_until(lp, now)
+        if ranges is None:
+            if not lp.progress_loaded:
+                await self._catch_up(lp, settled)
+            ranges = self._ranges(lp, settled)
+        closed, tail = ranges
         if not closed and tail is None:
             return []
         events: list[WindowEvent] = []
-        async with self.sessionmaker() as session:
-            first = await store.first_result_slot(session, lp.policy.components)
+        if lp.first_slot is None:
+            async with self.sessionmaker() as session:
+                lp.first_slot = await store.first_result_slot(session, lp.policy.components)
+        first = lp.first_slot
         if first is None:
             lp.last_settled, lp.windows_known = settled, True
             return []

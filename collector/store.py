@@ -321,18 +321,21 @@ async def load_observations(
     """The evidence for [start, end): raw results, and the round summaries that replaced raw
     results past their retention. An agent's verdict in a slot is success if any attempt
     succeeded, so a summary row stands for its raw rows exactly (and overlap is harmless)."""
-    checks = list(checks)
-    stmt = (
-        select(Result.agent_id, Result.check, Result.slot, Result.ok, Result.degraded)
-        .where(Result.check.in_(checks), Result.slot >= start, Result.slot < end)
-    )
-    out = [Observation(agent=a, check=c, ts=s, ok=bool(ok), degraded=bool(ok and slow))
-           for a, c, s, ok, slow in (await session.execute(stmt)).all()]
-    summaries = select(RoundSummary).where(RoundSummary.check.in_(checks), RoundSummary.slot >= start, RoundSummary.slot < end)
-    for row in (await session.scalars(summaries)).all():
-        slow = set(row.degraded or ())
-        out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=True, degraded=a in slow) for a in row.succeeded)
-        out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=False) for a in row.failed)
+    out: list[Observation] = []
+    for chunk in _chunks(sorted(set(checks))):
+        stmt = (
+            select(Result.agent_id, Result.check, Result.slot, Result.ok, Result.degraded)
+            .where(Result.check.in_(chunk), Result.slot >= start, Result.slot < end)
+        )
+        out.extend(Observation(agent=a, check=c, ts=s, ok=bool(ok), degraded=bool(ok and slow))
+                   for a, c, s, ok, slow in (await session.execute(stmt)).all())
+        summaries = select(RoundSummary).where(RoundSummary.check.in_(chunk), RoundSummary.slot >= start,
+                                               RoundSummary.slot < end)
+        for row in (await session.scalars(summaries)).all():
+            slow = set(row.degraded or ())
+            out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=True, degraded=a in slow)
+                       for a in row.succeeded)
+            out.extend(Observation(agent=a, check=row.check, ts=row.slot, ok=False) for a in row.failed)
     return out
 
 
@@ -454,23 +457,32 @@ async def load_windows(
 
 async def replace_windows(
     session: AsyncSession, policy: str, from_: datetime, windows: Sequence[dict[str, Any]],
-    until: datetime | None = None,
+    until: datetime | None = None, loaded: Sequence[OutageWindow] | None = None,
 ) -> tuple[list[OutageWindow], list[OutageWindow]]:
     """Replace the policy's stored windows that start in [from_, until) (no `until`: from `from_`
     on) with `windows`.
 
-    Returns (before, after) so that the caller can tell what changed (verified, resolved, moved)."""
-    stmt = select(OutageWindow).where(OutageWindow.policy == policy, OutageWindow.start >= from_)
-    if until is not None:
-        stmt = stmt.where(OutageWindow.start < until)
-    before = list((await session.scalars(stmt.order_by(OutageWindow.start))).all())
+    Returns (before, after) so that the caller can tell what changed (verified, resolved, moved).
+    `loaded`: the policy's windows already read in this session (at least every one starting at
+    or after `from_`), so that a pass over many policies reads them in one query."""
+    if loaded is None:
+        stmt = select(OutageWindow).where(OutageWindow.policy == policy, OutageWindow.start >= from_)
+        if until is not None:
+            stmt = stmt.where(OutageWindow.start < until)
+        before = list((await session.scalars(stmt.order_by(OutageWindow.start))).all())
+    else:
+        before = sorted((w for w in loaded if w.start >= from_ and (until is None or w.start < until)),
+                        key=lambda w: w.start)
     old = {(w.start, w.end, w.rule_hash): w for w in before}
     new_keys = {(w["start"], w["end"], w["rule_hash"]) for w in windows}
     after: list[OutageWindow] = []
+    deleted = False
     for key, row in old.items():
         if key not in new_keys:
             await session.delete(row)
-    await session.flush()
+            deleted = True
+    if deleted:
+        await session.flush()  # before a new row takes the same (policy, start)
     now = utcnow()
     for w in windows:
         key = (w["start"], w["end"], w["rule_hash"])
@@ -520,6 +532,82 @@ async def replace_runs(session: AsyncSession, policy: str, start: datetime, end:
             session.add(PolicyProgress(policy=policy, judged_until=judged_until))
         elif judged_until > row.judged_until:
             row.judged_until = judged_until
+
+
+async def replace_runs_many(session: AsyncSession,
+                            items: Sequence[tuple[str, datetime, datetime, Sequence[Any], datetime | None]]) -> None:
+    """`replace_runs` for many policies at once (policy, start, end, runs, judged_until): the
+    stored runs and progress rows they touch are read in one query each, the new runs written
+    in one statement. An evaluation pass over thousands of policies costs a few round trips."""
+    if not items:
+        return
+    names = sorted({item[0] for item in items})
+    lo, hi = min(item[1] for item in items), max(item[2] for item in items)
+    ranges = {item[0]: (item[1], item[2]) for item in items}
+    touched = False
+    for chunk in _chunks(names):
+        stmt = select(RoundRun).where(RoundRun.policy.in_(chunk), RoundRun.start < hi, RoundRun.end > lo)
+        for row in (await session.scalars(stmt)).all():
+            start, end = ranges[row.policy]
+            if not (row.start < end and row.end > start):
+                continue
+            touched = True
+            if row.start < start and row.end > end:
+                session.add(RoundRun(policy=row.policy, start=end, end=row.end, verdict=row.verdict))
+                row.end = start
+            elif row.start < start:
+                row.end = start
+            elif row.end > end:
+                row.start = end
+            else:
+                await session.delete(row)
+    if touched:
+        await session.flush()
+    new = [{"policy": policy, "start": max(r.start, start), "end": min(r.end, end), "verdict": r.verdict.value}
+           for policy, start, end, runs, _ in items for r in runs if min(r.end, end) > max(r.start, start)]
+    if new:
+        await session.execute(insert(RoundRun), new)
+    progress = {item[0]: item[4] for item in items if item[4] is not None}
+    if progress:
+        rows: dict[str, PolicyProgress] = {}
+        for chunk in _chunks(sorted(progress)):
+            for row in (await session.scalars(select(PolicyProgress).where(PolicyProgress.policy.in_(chunk)))).all():
+                rows[row.policy] = row
+        for policy, until in progress.items():
+            row = rows.get(policy)
+            if row is None:
+                session.add(PolicyProgress(policy=policy, judged_until=until))
+            elif until > row.judged_until:
+                row.judged_until = until
+
+
+def _chunks(values: Sequence[Any], size: int = 2000) -> list[Sequence[Any]]:
+    """IN lists a bounded size: SQLite and asyncpg cap the parameters of one statement."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+async def first_result_slots(session: AsyncSession, checks: Sequence[str]) -> dict[str, datetime]:
+    """Each check's earliest slot with evidence (raw results or round summaries), for many checks
+    in one query per table."""
+    out: dict[str, datetime] = {}
+    for chunk in _chunks(sorted(set(checks))):
+        for model in (Result, RoundSummary):
+            stmt = select(model.check, func.min(model.slot)).where(model.check.in_(chunk)).group_by(model.check)
+            for check, slot in (await session.execute(stmt)).all():
+                if slot is not None and (check not in out or slot < out[check]):
+                    out[check] = slot
+    return out
+
+
+async def windows_of(session: AsyncSession, policies: Sequence[str], since: datetime) -> dict[str, list[OutageWindow]]:
+    """Each policy's windows still open or ending after `since`, for many policies at once."""
+    out: dict[str, list[OutageWindow]] = {}
+    for chunk in _chunks(sorted(set(policies))):
+        stmt = select(OutageWindow).where(OutageWindow.policy.in_(chunk),
+                                          OutageWindow.end.is_(None) | (OutageWindow.end > since))
+        for row in (await session.scalars(stmt)).all():
+            out.setdefault(row.policy, []).append(row)
+    return out
 
 
 async def runs_since(session: AsyncSession, policies: Sequence[str], since: datetime) -> dict[str, list[RoundRun]]:
