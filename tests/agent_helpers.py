@@ -26,7 +26,7 @@ from agent.config import parse_config  # noqa: E402
 WIRE_KEYS = {"id", "check", "slot", "started", "ok", "latency_ms", "status_code", "error", "detail"}
 # the details a result may carry besides (wire-protocol.md, "Details")
 WIRE_OPTIONAL_KEYS = {"degraded", "phases", "final_url", "redirects", "cert_not_after", "rcode", "answers", "steps",
-                      "failed_step"}
+                      "failed_step", "scheduled"}
 WIRE_ERRORS = {"dns", "connect", "timeout", "tls", "status", "body", "icmp", "permission", "blocked", "internal",
                "expect", "cert_expiry", "rcode", "answer", "assertion"}
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
