@@ -1,4 +1,4 @@
-"""`uptime-agent`: run an agent, or check its configuration.
+"""`uptime-agent`: run an agent, check its configuration, or show its signing key.
 
 Configuration problems print `<file>: <key path>: <what is wrong>` and exit with status 2,
 without a traceback.
@@ -6,6 +6,7 @@ without a traceback.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -13,12 +14,24 @@ import sys
 
 import click
 
-from agent.config import ENV_AGENT_ID, ConfigError, load_config, read_config_file
+from agent.config import (
+    ENV_AGENT_ID,
+    ENV_METRICS_LISTEN,
+    OPTION_METRICS_LISTEN,
+    ConfigError,
+    load_config,
+    read_config_file,
+)
 from protocol.durations import format_duration, format_size
 from protocol.redact import redact_url
 
 EXIT_CONFIG = 2  # like a usage error: the operator must fix the input
 EXIT_RUNTIME = 1
+METRICS_LISTEN_HELP = (
+    "serve /metrics and /healthz here instead of metrics.listen (overrides env UPTIME_AGENT_METRICS_LISTEN, "
+    "which overrides the file); port 0 picks a free port, \"\" turns it off. For several agents on one host "
+    "from one config file."
+)
 
 log = logging.getLogger("agent")
 
@@ -37,10 +50,11 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
-def run(config_path: str, agent_id: str | None, log_level: str) -> None:
+@click.option(OPTION_METRICS_LISTEN, "metrics_listen", metavar="HOST:PORT", help=METRICS_LISTEN_HELP)
+def run(config_path: str, agent_id: str | None, log_level: str, metrics_listen: str | None) -> None:
     """Run the agent until Ctrl-C or SIGTERM."""
     _setup_logging(log_level)
-    config = _load_or_exit(config_path, agent_id)
+    config = _load_or_exit(config_path, agent_id, metrics_listen)
     try:
         asyncio.run(_run(config))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
@@ -49,7 +63,12 @@ def run(config_path: str, agent_id: str | None, log_level: str) -> None:
         click.echo(exc.with_source(config_path).render(), err=True)
         sys.exit(EXIT_CONFIG)
     except OSError as exc:  # e.g. the metrics port is taken, the spool directory is not writable
-        log.error("cannot start: %s", exc)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE and config.metrics.listen:
+            # the usual cause: a second agent on this host from the same config file
+            hint = (f" (metrics.listen {config.metrics.listen}: give this agent another with "
+                    f"{OPTION_METRICS_LISTEN} HOST:PORT or env {ENV_METRICS_LISTEN})")
+        log.error("cannot start: %s%s", exc, hint)
         sys.exit(EXIT_RUNTIME)
 
 
@@ -74,13 +93,26 @@ async def _run(config) -> None:
 @main.command("check-config")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
 @click.option("--id", "agent_id", help="agent id, as `run --id` would get it")
-def check_config(config_path: str, agent_id: str | None) -> None:
+@click.option(OPTION_METRICS_LISTEN, "metrics_listen", metavar="HOST:PORT", help="as `run " + OPTION_METRICS_LISTEN
+              + "` would get it")
+def check_config(config_path: str, agent_id: str | None, metrics_listen: str | None) -> None:
     """Validate a config file and print what the agent would do."""
     config = _read_or_exit(config_path)
-    from agent.config import resolve
+    from agent.config import override_metrics_listen, resolve
+
+    listen_from = ""
+    if metrics_listen is not None:
+        listen_from = f" (from {OPTION_METRICS_LISTEN})"
+    elif os.environ.get(ENV_METRICS_LISTEN):
+        listen_from = f" (from env {ENV_METRICS_LISTEN})"
+    try:
+        config = override_metrics_listen(config, metrics_listen)
+    except ConfigError as exc:
+        click.echo(exc.with_source(config_path).render(), err=True)
+        sys.exit(EXIT_CONFIG)
 
     try:
-        resolve(config, agent_id=agent_id)
+        resolve(config, agent_id=agent_id, metrics_listen=config.metrics.listen)  # already overridden
         runtime_problem = None
     except ConfigError as exc:
         runtime_problem = exc
@@ -90,9 +122,13 @@ def check_config(config_path: str, agent_id: str | None) -> None:
     click.echo(f"collector: {config.collector.url} (batch {config.collector.batch_size}, "
                f"flush {format_duration(config.collector.flush_interval)}, "
                f"heartbeat {format_duration(config.collector.heartbeat_interval)})")
-    click.echo(f"metrics:   {config.metrics.listen or 'off'}")
+    click.echo(f"metrics:   {config.metrics.listen or 'off'}{listen_from}")
     click.echo(f"spool:     {config.spool.path} (max {format_size(config.spool.max_bytes)}, "
                f"{format_duration(config.spool.max_age)})")
+    if runtime_problem is None or not any(path == "agent.id" for path, _ in runtime_problem.problems):
+        named = config.model_copy(update={"agent": config.agent.model_copy(update={"id": agent_id_text})})
+        key_path = named.key_path()
+        click.echo(f"key:       {key_path}" + ("" if key_path.exists() else " (made at first start)"))
     if not config.checks:
         click.echo(f"checks:    from the collector, GET {config.collector.url}/api/v1/assignments "
                    f"every {format_duration(config.collector.assignments_interval)}")
@@ -108,6 +144,47 @@ def check_config(config_path: str, agent_id: str | None) -> None:
         click.echo("to run, still needed:", err=True)
         for path, message in runtime_problem.problems:
             click.echo(f"  {path}: {message}", err=True)
+
+
+@main.group()
+def key() -> None:
+    """The agent's signing key (Ed25519): every batch it ships is signed with it."""
+
+
+@key.command("show")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--id", "agent_id", help="agent id, as `run --id` would get it")
+def key_show(config_path: str, agent_id: str | None) -> None:
+    """Print the public key to register with the collector, and its key id. Makes the key file
+    (agent.key_file, default agent-<id>.key beside the spool) if there is none yet."""
+    from agent.config import AGENT_ID_RE
+    from agent.shipper import load_agent_key
+    from evidence.keys import BadKey
+    from evidence.keys import key_id as key_id_of
+    from evidence.keys import public_key_text
+
+    config = _read_or_exit(config_path)
+    # the key id depends on the agent id, so it is needed here as for `run`; the token is not
+    new_id = agent_id or os.environ.get(ENV_AGENT_ID) or config.agent.id
+    if not new_id:
+        click.echo(f"{config_path}: agent.id: not set: give agent.id, --id or env {ENV_AGENT_ID}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if not AGENT_ID_RE.match(new_id):
+        click.echo(f"{config_path}: agent.id: invalid agent id {new_id!r}: use 1-64 of A-Z a-z 0-9 . _ -", err=True)
+        sys.exit(EXIT_CONFIG)
+    config = config.model_copy(update={"agent": config.agent.model_copy(update={"id": new_id})})
+    path = config.key_path()
+    try:
+        private, made = load_agent_key(path)
+    except BadKey as exc:
+        click.echo(f"{config_path}: agent.key_file: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if made:
+        click.echo(f"made a new key in {path} (mode 0600)", err=True)
+    click.echo(f"agent:      {new_id}")
+    click.echo(f"key_file:   {path}")
+    click.echo(f"public_key: {public_key_text(private)}")
+    click.echo(f"key_id:     {key_id_of(new_id, private)}")
 
 
 def _target(check) -> str:
@@ -198,9 +275,9 @@ def _read_or_exit(path: str):
         sys.exit(EXIT_CONFIG)
 
 
-def _load_or_exit(path: str, agent_id: str | None):
+def _load_or_exit(path: str, agent_id: str | None, metrics_listen: str | None = None):
     try:
-        return load_config(path, agent_id=agent_id)
+        return load_config(path, agent_id=agent_id, metrics_listen=metrics_listen)
     except ConfigError as exc:
         click.echo(exc.render(), err=True)
         sys.exit(EXIT_CONFIG)

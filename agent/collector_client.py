@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 
+from evidence.canonical import SIGNATURE_HEADER
+
 USER_AGENT = "uptime-agent/0.1"
 
 
@@ -50,8 +52,18 @@ class CollectorClient:
             await self._session.close()
             self._session = None
 
-    async def post_results(self, results: list[dict[str, Any]]) -> Reply:
-        return await self._request("POST", "/api/v1/results", json_body={"agent": self.agent_id, "results": results})
+    def results_body(self, results: list[dict[str, Any]]) -> bytes:
+        """The bytes POST /api/v1/results sends for `results`: what a batch's signature covers."""
+        return _encode({"agent": self.agent_id, "results": results})
+
+    async def post_results(
+        self, results: list[dict[str, Any]], *, body: bytes | None = None, signature: str | None = None
+    ) -> Reply:
+        """POST a batch; `body` is results_body(results) when the caller made it already (to sign
+        it), `signature` the value of the Uptime-Batch-Signature header (none: unsigned)."""
+        headers = {SIGNATURE_HEADER: signature} if signature is not None else None
+        data = body if body is not None else self.results_body(results)
+        return await self._request("POST", "/api/v1/results", data=data, headers=headers)
 
     async def post_heartbeat(self, body: dict[str, Any]) -> Reply:
         return await self._request("POST", "/api/v1/heartbeat", json_body=body)
@@ -66,14 +78,15 @@ class CollectorClient:
         path: str,
         *,
         json_body: Any = None,
+        data: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
         if self._session is None:
             raise RuntimeError("collector client is not open")
-        data = None
         request_headers = dict(headers or {})
         if json_body is not None:
-            data = json.dumps(json_body, separators=(",", ":")).encode()
+            data = _encode(json_body)
+        if data is not None:
             request_headers["Content-Type"] = "application/json"
         async with self._session.request(method, self.base_url + path, data=data, headers=request_headers) as resp:
             text = await resp.text(errors="replace")
@@ -82,3 +95,7 @@ class CollectorClient:
             except ValueError:
                 body = None
             return Reply(resp.status, body, text, {k.lower(): v for k, v in resp.headers.items()})
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()

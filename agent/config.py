@@ -7,15 +7,17 @@ hands out (wire-protocol.md, GET /api/v1/assignments).
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PlainValidator, ValidationError, field_validator, model_validator
 
 from protocol.checks import (
     Check,
@@ -30,7 +32,7 @@ from protocol.checks import (
     problems_of,
     unique_names,
 )
-from protocol.durations import format_duration, parse_size
+from protocol.durations import format_duration, parse_duration, parse_size
 from protocol.wire import MAX_BATCH
 
 __all__ = [
@@ -47,6 +49,9 @@ __all__ = [
 
 ENV_AGENT_ID = "UPTIME_AGENT_ID"
 ENV_TOKEN = "UPTIME_AGENT_TOKEN"
+# Overrides metrics.listen, so that several agents on one host can share one config file.
+ENV_METRICS_LISTEN = "UPTIME_AGENT_METRICS_LISTEN"
+OPTION_METRICS_LISTEN = "--metrics-listen"
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 
@@ -59,6 +64,9 @@ AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class AgentSection(ConfigModel):
     id: str | None = None
+    # The agent's Ed25519 key that signs its batches (PEM, mode 0600), made at first start;
+    # `{agent_id}` is replaced. Default: agent-{agent_id}.key in the spool's folder.
+    key_file: str | None = None
 
     @field_validator("id")
     @classmethod
@@ -66,6 +74,19 @@ class AgentSection(ConfigModel):
         if agent_id is not None and not AGENT_ID_RE.match(agent_id):
             raise ValueError(f"invalid agent id {agent_id!r}: use 1-64 of A-Z a-z 0-9 . _ -")
         return agent_id
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return path
+        if not path.strip() or "\0" in path:
+            raise ValueError("must be the path of the agent's key file")
+        try:
+            path.format(agent_id="x")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"invalid path {path!r}: the only placeholder is {{agent_id}}") from None
+        return path
 
 
 class CollectorSection(ConfigModel):
@@ -100,7 +121,9 @@ class CollectorSection(ConfigModel):
 
 
 class MetricsSection(ConfigModel):
-    listen: str = "127.0.0.1:9101"  # "" disables the metrics server
+    # "" disables the metrics server. `run --metrics-listen HOST:PORT`, else env
+    # UPTIME_AGENT_METRICS_LISTEN, overrides it: for several agents on one host from one file.
+    listen: str = "127.0.0.1:9101"
 
     @field_validator("listen")
     @classmethod
@@ -148,9 +171,65 @@ class SpoolSection(ConfigModel):
         return positive(value)
 
 
+@dataclass(frozen=True)
+class Spread:
+    """`schedule.spread`: a fixed window (seconds) or a share of each check's interval."""
+
+    seconds: float = 0.0
+    fraction: float | None = None
+
+    def window(self, interval: float, probe_seconds: float) -> float:
+        """The window a check's offset falls in: the spread, but never so late in the slot that a
+        probe started on time could not finish inside it (interval minus the probe's duration)."""
+        wanted = self.fraction * interval if self.fraction is not None else self.seconds
+        return max(0.0, min(wanted, interval - probe_seconds))
+
+    def __str__(self) -> str:
+        return f"{self.fraction * 100:g}%" if self.fraction is not None else format_duration(self.seconds)
+
+
+def _spread_duration_or_fraction(value: object) -> Spread:
+    if isinstance(value, Spread):
+        return value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        text = value.strip()[:-1].strip()
+        try:
+            percent = float(text)
+        except ValueError:
+            percent = math.nan
+        if not math.isfinite(percent) or not 0 <= percent <= 100:
+            raise ValueError(f"invalid spread {value!r}: use a duration (30s) or a percentage of the interval (0% to 100%)")
+        return Spread(fraction=percent / 100)
+    try:
+        return Spread(seconds=parse_duration(value))
+    except ValueError:
+        raise ValueError(f"invalid spread {value!r}: use a duration (30s) or a percentage of the interval (0% to 100%)") from None
+
+
+SpreadSetting = Annotated[Spread, PlainValidator(_spread_duration_or_fraction)]
+
+
 class ScheduleSection(ConfigModel):
-    # Each probe starts a random 0..jitter after its aligned slot; the same bound for all checks.
+    # Each probe starts a random 0..jitter after its scheduled time; the same bound for all checks.
+    # Unlike spread it is random per probe, so the agents no longer probe a check at one instant.
     jitter: Duration = 0.0
+    # Where in its slot each check is probed: a duration (`30s`) or a percentage of the check's
+    # interval (`50%`). Every check gets a fixed offset in [0, spread) from a hash of its name,
+    # the same on every agent with the same spread, so the agents still probe it together; it is
+    # capped at the check's interval minus its timeout so that a probe finishes in its slot. 0 (the
+    # default): every check at the start of its slot, all of them due at the same instant.
+    spread: SpreadSetting = Spread()
+    # Most probes running at once; more that are due wait, and one that cannot start within
+    # max_lateness of its scheduled time is reported as a missed slot (never as a failure).
+    max_in_flight: int = Field(2000, ge=1)
+    # How late after its scheduled time (slot + offset) a probe may still start; later, or past
+    # the end of its slot, its slot is counted in uptime_agent_missed_slots_total instead.
+    max_lateness: Duration = 1.0
+
+    @field_validator("max_lateness")
+    @classmethod
+    def _max_lateness(cls, value: float) -> float:
+        return positive(value)
 
 
 class GuardSection(ConfigModel):
@@ -252,6 +331,38 @@ class AgentConfig(ConfigModel):
     def spool_path(self) -> Path:
         return Path(self.spool.path.format(agent_id=self.agent_id))
 
+    def key_path(self) -> Path:
+        """The agent's signing key: agent.key_file, else agent-<id>.key beside the spool."""
+        if self.agent.key_file:
+            return Path(self.agent.key_file.format(agent_id=self.agent_id))
+        return self.spool_path().parent / f"agent-{self.agent_id}.key"
+
+    def chain_path(self) -> Path:
+        """Where the hash of the last batch the collector acknowledged is kept: beside the spool,
+        whose folder the agent writes anyway (the key's may be read-only)."""
+        return self.spool_path().parent / f"chain-{self.agent_id}.json"
+
+
+def override_metrics_listen(
+    config: AgentConfig, listen: str | None = None, env: Mapping[str, str] | None = None
+) -> AgentConfig:
+    """metrics.listen from --metrics-listen (`listen`), else env UPTIME_AGENT_METRICS_LISTEN, else
+    the file; checked by the file's rule, a problem named after where the value came from. An
+    empty variable counts as unset (as the agent's other variables); an empty option turns the
+    server off, as "" does in the file."""
+    env = os.environ if env is None else env
+    if listen is not None:
+        value, where = listen, OPTION_METRICS_LISTEN
+    elif env.get(ENV_METRICS_LISTEN):
+        value, where = env[ENV_METRICS_LISTEN], f"env {ENV_METRICS_LISTEN}"
+    else:
+        return config
+    try:
+        section = config.metrics.model_validate({**config.metrics.model_dump(), "listen": value})
+    except ValidationError as exc:
+        raise ConfigError([(where, message) for _, message in problems_of(exc)]) from None
+    return config.model_copy(update={"metrics": section})
+
 
 def parse_config(data: Any) -> AgentConfig:
     """Validate a parsed YAML document; raise ConfigError naming the key paths."""
@@ -268,15 +379,21 @@ def resolve(
     *,
     agent_id: str | None = None,
     env: Mapping[str, str] | None = None,
+    metrics_listen: str | None = None,
 ) -> AgentConfig:
     """Fill in what comes from outside the file, and require what a running agent needs.
 
     1. agent id: `agent_id` (the --id flag), else env UPTIME_AGENT_ID, else agent.id;
     2. token: env UPTIME_AGENT_TOKEN, else collector.token, else the contents of collector.token_file;
-    3. both must then be set.
+    3. both must then be set;
+    4. metrics.listen: `metrics_listen` (--metrics-listen), else env UPTIME_AGENT_METRICS_LISTEN.
     """
     env = os.environ if env is None else env
     problems: list[tuple[str, str]] = []
+    try:
+        config = override_metrics_listen(config, metrics_listen, env)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
 
     new_id = agent_id or env.get(ENV_AGENT_ID) or config.agent.id
     if not new_id:
@@ -334,11 +451,12 @@ def load_config(
     *,
     agent_id: str | None = None,
     env: Mapping[str, str] | None = None,
+    metrics_listen: str | None = None,
 ) -> AgentConfig:
     """Read, validate and resolve a config file for a running agent; raise ConfigError."""
     config = read_config_file(path)
     try:
-        return resolve(config, agent_id=agent_id, env=env)
+        return resolve(config, agent_id=agent_id, env=env, metrics_listen=metrics_listen)
     except ConfigError as exc:
         raise exc.with_source(str(path)) from None
 

@@ -13,8 +13,10 @@ from agent.probers import PHASES_BY_TYPE, RESULTS_BY_TYPE, ProbeResult
 NAMESPACE = "uptime_agent"
 # ICMP echo round trips on loopback take tens of microseconds, across continents hundreds of ms.
 ECHO_RTT_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-# Start lateness is scheduler delay plus the configured jitter: milliseconds when healthy,
-# seconds when the event loop is starved or jitter is large.
+# Start lateness is measured from each probe's scheduled time (slot + the check's offset, see
+# schedule.spread), so spreading checks over their slots does not count as lateness: scheduler and
+# admission delay plus the configured jitter, milliseconds when healthy; a probe later than
+# schedule.max_lateness is not started (a missed slot), so the top buckets see only jitter.
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # bytes/age: unshipped results dropped by the spool's bounds; rejected_bytes: results the collector
 # refused for good, dropped (oldest first, before any unshipped one) to keep within spool.max_bytes.
@@ -39,7 +41,8 @@ class AgentMetrics:
         )
         self.check_start_lateness = Histogram(
             "check_start_lateness_seconds",
-            "How long after its aligned slot a probe started (scheduler delay plus jitter)",
+            "How long after its scheduled time (aligned slot + the check's offset) a probe started "
+            "(scheduler and admission delay plus jitter)",
             namespace=ns,
             registry=r,
             buckets=LATENESS_BUCKETS,
@@ -53,6 +56,10 @@ class AgentMetrics:
             "(agent/overload.py): their slots stay without this agent's evidence",
             ["check"], namespace=ns, registry=r,
         )
+        self.probes_in_flight = Gauge("probes_in_flight", "Probes running now (at most schedule.max_in_flight)",
+                                      namespace=ns, registry=r)
+        self.probes_waiting = Gauge("probes_waiting", "Due probes waiting for room under schedule.max_in_flight",
+                                    namespace=ns, registry=r)
         self.loop_lag = Gauge("event_loop_lag_seconds", "How late the agent's event loop woke up at its last sample",
                               namespace=ns, registry=r)
         self.spool_results = Gauge("spool_results", "Results in the spool, not yet acknowledged", namespace=ns, registry=r)

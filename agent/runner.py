@@ -26,8 +26,8 @@ from agent.config import AgentConfig, resolve
 from agent.metrics import AgentMetrics, MetricsServer
 from agent.overload import TIMING_REASONS, LoopLag, doubt_threshold
 from agent.probers import ProbeResult, guard, icmp, prepare, run_probe
-from agent.schedule import CheckScheduler
-from agent.shipper import Heartbeat, Shipper
+from agent.schedule import CheckScheduler, probe_seconds
+from agent.shipper import Heartbeat, Shipper, signer_for
 from agent.spool import Spool
 from protocol.checks import Check, ConfigError
 from protocol.redact import redact_url
@@ -41,6 +41,29 @@ OnResult = Callable[[dict[str, Any]], Any]
 # minute): results never outlive their bound by more than that.
 BOUNDS_CHECK_MAX_SECONDS = 60.0
 DEFAULT_STOP_TIMEOUT = 5.0
+MISSED_LOGS_PER_SECOND = 20
+
+
+# File descriptors kept for the spool, the collector's connections, the metrics server and logs:
+# the rest may be probes in flight (each holds a socket).
+FD_RESERVE = 256
+
+
+def _fd_bounded(max_in_flight: int, agent_id: str) -> int:
+    """schedule.max_in_flight, lowered to what the process's open-file limit allows: past it,
+    probes would fail to open their sockets and read as the targets' `connect` failures."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return max_in_flight
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= max_in_flight:
+        return max_in_flight
+    bounded = max(1, soft - FD_RESERVE)
+    log.warning("agent %s: schedule.max_in_flight %d lowered to %d by the open-file limit (ulimit -n %d)",
+                agent_id, max_in_flight, bounded, soft)
+    return bounded
 
 
 class Agent:
@@ -78,9 +101,16 @@ class Agent:
             self.metrics,
             batch_size=collector.batch_size,
             flush_interval=collector.flush_interval,
+            signer=signer_for(self.config),
         )
         self.heartbeat = Heartbeat(self._client, self.spool, self.metrics, interval=collector.heartbeat_interval)
-        self._scheduler = CheckScheduler(self._run_slot, self._on_missed)
+        schedule = self.config.schedule
+        self._scheduler = CheckScheduler(
+            self._run_slot, self._on_missed, spread=schedule.spread,
+            max_in_flight=_fd_bounded(schedule.max_in_flight, self.agent_id), max_lateness=schedule.max_lateness,
+        )
+        self.metrics.probes_in_flight.set_function(lambda: self._scheduler.in_flight)
+        self.metrics.probes_waiting.set_function(lambda: self._scheduler.waiting)
         self._assignments: Assignments | None = None
         if not self.config.local_checks:
             self._assignments = Assignments(
@@ -99,6 +129,7 @@ class Agent:
         self._bounds_task: asyncio.Task | None = None
         self._callbacks: set[asyncio.Task] = set()
         self._loop_lag = LoopLag(on_sample=self.metrics.loop_lag.set)
+        self._missed_window, self._missed_logged, self._missed_unlogged = 0.0, 0, 0
         self._started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -206,14 +237,20 @@ class Agent:
     # --- one slot ------------------------------------------------------------------------------
 
     async def _run_slot(self, check: Check, scheduled: datetime | None = None) -> None:
-        """Probe `check` for the slot of its scheduled fire time.
+        """Probe `check` for the slot of its scheduled time (slot + the check's offset).
 
         1. slot from the scheduled time, not the (possibly late) start; 2. wait the jitter;
         3. probe; 4. count it; 5. spool it (before any shipping); 6. tell the callback."""
+        # the offset is less than the interval, so the scheduled time lies in its own slot
         slot = slot_of(scheduled if scheduled is not None else utcnow(), check.interval)
         jitter = self.config.schedule.jitter
         if jitter > 0:
-            await asyncio.sleep(random.uniform(0, jitter))
+            # never so long that the probe could no longer finish inside its slot: with an offset
+            # late in the slot, jitter + offset + timeout can exceed the interval
+            room = (slot - utcnow()).total_seconds() + check.interval - probe_seconds(check)
+            wait = min(random.uniform(0, jitter), room)
+            if wait > 0:
+                await asyncio.sleep(wait)
         started = utcnow()
         result_id = uuid.uuid4().hex  # made once here; every retry ships this same id
         t0 = time.perf_counter()
@@ -232,9 +269,10 @@ class Agent:
                 return
 
         if self._scheduler.checks.get(check.name) is check:  # not removed or replaced meanwhile
+            # lateness from the scheduled time: the offset is where the probe was meant to start
             self.metrics.observe_probe(
                 check.name, check.type, outcome.error or "ok", outcome.ok, duration,
-                (started - slot).total_seconds(), outcome,
+                (started - (scheduled if scheduled is not None else slot)).total_seconds(), outcome,
             )
         # wire-protocol.md: the five fields of every result, then the details its type has
         record = {
@@ -244,6 +282,11 @@ class Agent:
             "started": rfc3339(started),
             **outcome.to_wire(),
         }
+        scheduled_text = rfc3339(scheduled) if scheduled is not None else record["slot"]
+        if scheduled_text != record["slot"]:
+            # wire-protocol.md `scheduled`: sent when the check has an offset into its slot
+            # (schedule.spread); without one, the slot is the scheduled time
+            record["scheduled"] = scheduled_text
         await self.spool.put(record)
         self.shipper.notify()
         self._log_transition(check, outcome)
@@ -281,10 +324,25 @@ class Agent:
         if name not in self._scheduler.checks:
             return
         self.metrics.missed_slots.labels(check=name).inc(len(slots))
-        late = (utcnow() - slots[-1]).total_seconds()
+        # an overloaded agent with thousands of checks misses thousands at once: the first few of
+        # each second are logged one by one, the rest summed up (the metric counts every one)
+        now = time.monotonic()
+        if now - self._missed_window >= 1.0:
+            if self._missed_unlogged:
+                log.warning("%s: %d more checks missed slots in the last second (not logged one by one; see "
+                            "uptime_agent_missed_slots_total)", self.agent_id, self._missed_unlogged)
+            self._missed_window, self._missed_logged, self._missed_unlogged = now, 0, 0
+        self._missed_logged += 1
+        if self._missed_logged > MISSED_LOGS_PER_SECOND:
+            self._missed_unlogged += 1
+            return
+        offset = self._scheduler.offsets.get(name, 0.0)
+        late = (utcnow() - slots[-1]).total_seconds() - offset  # from the last one's scheduled time
         log.warning(
-            "%s %s: %d slot(s) not probed, %s..%s (the agent was %.1fs late or the probes still running)",
+            "%s %s: %d slot(s) not probed, %s..%s (the agent was %.1fs late: stalled, more than "
+            "schedule.max_in_flight=%d probes running, or the check's earlier probes still running)",
             self.agent_id, name, len(slots), rfc3339(slots[0]), rfc3339(slots[-1]), late,
+            self._scheduler.max_in_flight,
         )
 
     # --- housekeeping --------------------------------------------------------------------------
@@ -303,6 +361,7 @@ class Agent:
             "agent": self.agent_id,
             "status": "ok",
             "checks": len(self._scheduler.checks),
+            "probes_in_flight": self._scheduler.in_flight,
             "spool_results": self.spool.count,
             "clock_offset_seconds": self.heartbeat.offset,
         }

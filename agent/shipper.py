@@ -1,27 +1,40 @@
 """Ships spooled results to the collector (POST /api/v1/results) and sends heartbeats.
 
 Errors come in two kinds, decided in `Shipper.ship_batch` alone (wire-protocol.md, Responses):
-- transient (connection error, timeout, 401/403, 429, 5xx): keep the batch, back off, retry;
+- transient (connection error, timeout, 401/403, 429, 5xx, and a 4xx that refuses the batch's
+  signature rather than its results): keep the batch, back off, retry;
 - final (400/413/422, "do not retry it as is"): the results the refusal names (`rejected`) go to
   the spool's `rejected` table, loudly and counted, and the rest of the batch is shipped again; a
   refused batch of several that names none (a 413, say) is retried in halves, down to the
   culprits alone, so that one bad result never takes good ones with it.
 Nothing leaves the spool except what the collector acknowledged with 200.
+
+Every batch is signed (docs/evidence.md, "What an agent signs"): `BatchSigner` holds the agent's
+Ed25519 key and the hash of the last statement the collector acknowledged, which the next
+statement names as `prev`, so the agent's batches form a chain.
 """
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
+import os
 import random
+import re
 import time
 from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from agent.collector_client import CollectorClient, Reply
 from agent.metrics import AgentMetrics
 from agent.spool import Spool, Spooled
+from evidence.canonical import SIGNATURE_HEADER, CanonicalError, SignedBatch, result_object_from_wire, sign_batch
+from evidence.keys import BadKey, key_id, load_or_create_private_key, public_key_text
+from protocol.durations import format_duration
 from protocol.timestamps import parse_rfc3339, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -30,6 +43,9 @@ BACKOFF_INITIAL_SECONDS = 0.05  # first retry almost at once: most failures are 
 BACKOFF_MAX_SECONDS = 30.0  # cap: a recovered collector is noticed within 30 s; an outage costs a few requests a minute
 BACKOFF_MULTIPLIER = 2.0  # doubling reaches the cap after ~10 failures, about a minute of retrying
 LOG_EVERY_N_FAILURES = 10  # repeat a still-failing warning only this often, so a long outage doesn't flood the log
+# After the collector refused a signature, batches go unsigned this long before signing is tried
+# again: a key registered meanwhile is used within 5 minutes, at one refused request per 5 minutes.
+UNSIGNED_SECONDS = 300.0
 REJECT_STATUSES = frozenset({400, 413, 422})  # wire-protocol.md: refused whole, do not retry as is
 AUTH_STATUSES = frozenset({401, 403})  # wire-protocol.md: keep the results, back off, log loudly
 
@@ -57,6 +73,138 @@ def backoff_delay(attempt: int) -> float:
     return random.uniform(0, ceiling)
 
 
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+CHAIN_FORMAT = "uptime-agent/chain/v1"
+
+
+def load_agent_key(path: str | os.PathLike):
+    """(key, whether it was made now) of the key file at `path`, made there if there is none;
+    BadKey naming the file when it cannot be read, written or used."""
+    try:
+        return load_or_create_private_key(path)
+    except OSError as exc:  # e.g. the folder is not writable
+        raise BadKey(f"{path}: cannot write the key file: {exc.strerror or exc}") from None
+
+
+class BatchSigner:
+    """The agent's side of signing, kept on disk (evidence.build.AgentSigner is the in-memory
+    reference): its key, and `prev`, the hash of its last statement the collector acknowledged.
+
+    The chain state file is JSON, {"format", "agent", "key_id", "prev"}, replaced atomically on
+    every acknowledgement. A state written under another key (or agent id) is not this key's
+    chain: the first statement then has prev null, as with a new key file.
+    """
+
+    def __init__(self, agent: str, key, chain_path: str | os.PathLike, prev: str | None = None):
+        self.agent, self.key = agent, key
+        self.key_id = key_id(agent, key)
+        self.public_key = public_key_text(key)
+        self.chain_path = Path(chain_path)
+        self.prev = prev
+
+    @classmethod
+    def open(cls, agent: str, key_path: str | os.PathLike, chain_path: str | os.PathLike) -> BatchSigner:
+        """Load (or make) the key and read the chain state; BadKey naming the file at fault."""
+        key, made = load_agent_key(key_path)
+        signer = cls(agent, key, chain_path)
+        if made:
+            log.info("agent %s: made a new signing key in %s (key id %s); register its public key with "
+                        "the collector: %s", agent, key_path, signer.key_id, signer.public_key)
+        signer.prev = signer._read_prev()
+        return signer
+
+    def _read_prev(self) -> str | None:
+        path = self.chain_path
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BadKey(f"{path}: cannot read the chain state: {exc.strerror or exc}") from None
+        try:
+            state = json.loads(text)
+        except ValueError:
+            state = None
+        prev = state.get("prev") if isinstance(state, dict) else None
+        if (not isinstance(state, dict) or state.get("format") != CHAIN_FORMAT
+                or not (prev is None or (isinstance(prev, str) and _HEX64.match(prev)))):
+            # written whole or not at all, so this is not a torn write but someone's edit: refuse
+            # rather than guess which batch the next one follows
+            raise BadKey(f"{path}: not a chain state file (expected JSON with format {CHAIN_FORMAT!r} and "
+                         "prev: 64 hex digits or null); remove it to start a new chain")
+        if state.get("agent") != self.agent or state.get("key_id") != self.key_id:
+            log.info("agent %s: %s holds the chain of another key (%s of %s); starting a new chain",
+                     self.agent, path, state.get("key_id"), state.get("agent"))
+            return None
+        return prev
+
+    def sign(self, results: list[dict[str, Any]]) -> SignedBatch | None:
+        """The signed statement of `results` (wire dicts, as posted), or None when one of them has
+        no canonical form: the collector, which validates with the same model, refuses it, and
+        the shipper's refusal handling narrows the batch down to it."""
+        try:
+            objects = [result_object_from_wire(result) for result in results]
+        except (ValueError, CanonicalError) as exc:  # pydantic's ValidationError is a ValueError
+            log.warning("agent %s: a batch of %d results cannot be signed (%s); sent unsigned",
+                        self.agent, len(results), _reason(exc))
+            return None
+        return sign_batch(self.key, self.agent, self.prev, objects)
+
+    async def acknowledged(self, signed: SignedBatch) -> None:
+        """After the collector's 200: the next statement names this one, also after a restart."""
+        self.prev = signed.batch_hash
+        state = {"format": CHAIN_FORMAT, "agent": self.agent, "key_id": self.key_id, "prev": self.prev}
+        try:
+            await asyncio.to_thread(_write_atomically, self.chain_path, json.dumps(state) + "\n")
+        except OSError as exc:
+            # Shipping goes on: after a restart the next statement names an older `prev`, which
+            # the chain tolerates as it tolerates a resend after a lost acknowledgement.
+            log.error("agent %s: cannot save the chain state to %s: %s", self.agent, self.chain_path,
+                      exc.strerror or exc)
+
+
+def signer_for(config) -> BatchSigner:
+    """The signer of a resolved AgentConfig: its key file (made at first start) and chain state;
+    a ConfigError naming agent.key_file and the file at fault when either cannot be used."""
+    from protocol.checks import ConfigError
+
+    try:
+        return BatchSigner.open(config.agent_id, config.key_path(), config.chain_path())
+    except BadKey as exc:
+        raise ConfigError([("agent.key_file", str(exc))]) from None
+
+
+def _reason(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic: the first field at fault
+        first = errors()[0]
+        return f"field '{'.'.join(map(str, first['loc']))}': {first['msg']}"
+    return str(exc)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file in the same folder, flushed to disk, renamed over `path`: a reader (or a
+    restart after a crash) sees the old state or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class Outcome(enum.Enum):
     SENT = "sent"
     REJECTED = "rejected"
@@ -73,8 +221,13 @@ class Shipper:
         *,
         batch_size: int,
         flush_interval: float,
+        signer: BatchSigner | None = None,
+        unsigned_seconds: float = UNSIGNED_SECONDS,
     ):
         self._client = client
+        self._signer = signer  # None: batches go unsigned (as before agents had keys)
+        self._unsigned_seconds = unsigned_seconds
+        self._unsigned_until: float | None = None  # time.monotonic() until which batches go unsigned
         self._spool = spool
         self._metrics = metrics
         self._batch_size = batch_size
@@ -148,10 +301,17 @@ class Shipper:
                 self.retry_after = 0.0
                 await asyncio.sleep(delay)
 
-    async def ship_batch(self, batch: list[Spooled]) -> Outcome:
+    async def ship_batch(self, batch: list[Spooled], *, sign: bool = True) -> Outcome:
         """POST one batch and act on the answer; the one place where errors are classified."""
+        results = [item.result for item in batch]
+        body = self._client.results_body(results)
+        signed = None
+        if sign and self._signer is not None and not self._sending_unsigned():
+            # signed from the very bytes posted, parsed back: the collector hashes what it reads
+            signed = self._signer.sign(json.loads(body)["results"])
         try:
-            reply = await self._client.post_results([item.result for item in batch])
+            reply = await self._client.post_results(
+                results, body=body, signature=signed.header() if signed is not None else None)
         except TimeoutError:
             return self._transient("timeout", f"no answer from {self._client.base_url} in time")
         except (aiohttp.ClientError, OSError) as exc:
@@ -160,11 +320,43 @@ class Shipper:
         seqs = [item.seq for item in batch]
         status = reply.status
         if status == 200:
+            if signed is not None:
+                # `prev` first, then the spool: a crash between the two resends the batch as a
+                # new statement that names this one, its results duplicates to the collector.
+                # A collector that finds the chain broken (it holds no statement `prev` names)
+                # will say so in a refusal of its own; handling that is left to the collector for
+                # now, so such an answer is treated by its status like any other.
+                await self._signer.acknowledged(signed)
             await self._spool.ack(seqs)
             self._metrics.shipped.inc(len(batch))
             self._recovered()
             self._check_ack(reply, len(batch))
             return Outcome.SENT
+        about_signature = reply.error_message().startswith(f"header {SIGNATURE_HEADER}")
+        if status in REJECT_STATUSES and about_signature and signed is not None:
+            # The collector refused the signature, not the results: most often this agent's key is
+            # not registered there yet. Setting the results aside would lose good evidence; the
+            # batch goes again unsigned, which a collector that does not require signatures takes
+            # (an unsigned batch proves less, but no less than that collector already accepts
+            # from anyone holding the token) and one that does refuses with 401, keeping them.
+            self._metrics.ship_failures.labels(reason="signature").inc()
+            self._unsigned_until = time.monotonic() + self._unsigned_seconds
+            log.error(
+                "collector refused the batch's signature (%d): %s; shipping unsigned for the next %s; register "
+                "this agent's public key %s with the collector (`uptime-agent key show` prints it)",
+                status, reply.error_message(), format_duration(self._unsigned_seconds), self._signer.public_key,
+            )
+            return await self.ship_batch(batch, sign=False)
+        if status in AUTH_STATUSES and about_signature:
+            # it requires signed batches: unsigned ones will not do, so sign again at the next try
+            self._unsigned_until = None
+            return self._transient(
+                "signature",
+                f"collector requires signed batches ({status}): {reply.error_message()}; results are kept; "
+                + (f"register this agent's public key {self._signer.public_key} with the collector "
+                   "(`uptime-agent key show` prints it)" if self._signer is not None else "this agent has no key"),
+                level=logging.ERROR,
+            )
         if status in REJECT_STATUSES:
             self._metrics.ship_failures.labels(reason="rejected").inc()
             culprits = _culprits(reply, batch)
@@ -201,6 +393,16 @@ class Shipper:
         return self._transient(
             "unexpected", f"collector answered unexpected {status}: {reply.error_message()}", level=logging.ERROR
         )
+
+    def _sending_unsigned(self) -> bool:
+        if self._unsigned_until is None:
+            return False
+        if time.monotonic() < self._unsigned_until:
+            return True
+        self._unsigned_until = None
+        log.info("signing batches again (the collector refused the signature %s ago)",
+                 format_duration(self._unsigned_seconds))
+        return False
 
     def _transient(self, reason: str, message: str, *, level: int = logging.WARNING) -> Outcome:
         self._metrics.ship_failures.labels(reason=reason).inc()
