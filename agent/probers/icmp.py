@@ -1,4 +1,4 @@
-"""ICMP echo prober (icmplib's async API): success when at least one of `count` echoes is answered.
+"""ICMP echo prober: success when at least one of `count` echoes is answered.
 
 Raw (privileged) sockets are tried first; without CAP_NET_RAW the kernel's unprivileged ICMP
 ("ping") sockets are the fallback; with neither the result is `permission` and says how to fix it.
@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from icmplib import async_ping
+from icmplib import async_resolve, is_hostname
 from icmplib.exceptions import ICMPLibError, NameLookupError, SocketPermissionError
 from icmplib.sockets import ICMPv4Socket
 
 from protocol.checks import IcmpCheck
+from agent.probers import echo
 from agent.probers.guard import AddressGuard
 from agent.probers.result import ProbeResult
 
@@ -47,43 +48,43 @@ def permission_problem() -> str | None:
 
 
 async def probe(check: IcmpCheck, *, agent_id: str | None = None, guard: AddressGuard | None = None) -> ProbeResult:
-    """1. ping with raw sockets; 2. on a permission error, with unprivileged ones; 3. judge.
-    `guard` is accepted for the probers' one signature and ignored: the SSRF guard concerns the
-    checks that open connections (agent/config.py GuardSection: ICMP is not affected)."""
+    """1. resolve the host (icmplib); 2. `count` echo requests through the agent's shared ICMP
+    socket (agent/probers/echo.py), `ping_interval` apart, each waiting `timeout` for its reply;
+    3. judge: up when at least one reply came. `guard` is accepted for the probers' one signature
+    and ignored: the SSRF guard concerns the checks that open connections (agent/config.py
+    GuardSection: ICMP is not affected)."""
     budget = check.worst_case_seconds() + OVERALL_MARGIN_SECONDS
     try:
-        for privileged in (True, False):
-            try:
-                host = await asyncio.wait_for(
-                    async_ping(
-                        check.host,
-                        count=check.count,
-                        interval=check.ping_interval,
-                        timeout=check.timeout,
-                        privileged=privileged,
-                    ),
-                    budget,
-                )
-                break
-            except SocketPermissionError:
-                continue
-        else:
-            return ProbeResult.failure("permission", PERMISSION_HELP)
+        return await asyncio.wait_for(_ping(check), budget)
     except asyncio.TimeoutError:
         return ProbeResult.failure("timeout", f"ping of {check.host} did not finish within {budget:g}s")
     except NameLookupError as exc:
         return ProbeResult.failure("dns", f"cannot resolve {check.host!r}: {exc}")
+    except echo.EchoPermissionError:
+        return ProbeResult.failure("permission", PERMISSION_HELP)
     except (ICMPLibError, OSError) as exc:
         return ProbeResult.failure("icmp", f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a bug here, not a down target
         log.exception("icmp probe of %s (%s) failed unexpectedly", check.name, check.host)
         return ProbeResult.failure("internal", f"{type(exc).__name__}: {exc}")
 
-    replies = f"{host.packets_received}/{host.packets_sent} replies from {host.address}"
-    if not host.is_alive:
+
+async def _ping(check: IcmpCheck) -> ProbeResult:
+    address = check.host if not is_hostname(check.host) else (await async_resolve(check.host))[0]
+    shared = echo.sockets()
+    rtts: list[float] = []
+    for i in range(check.count):
+        if i:
+            await asyncio.sleep(check.ping_interval)
+        rtt = await shared.echo(address, check.timeout)
+        if rtt is not None:
+            rtts.append(rtt * 1000)
+    replies = f"{len(rtts)}/{check.count} replies from {address}"
+    if not rtts:
         return ProbeResult.failure("icmp", f"{replies} within {check.timeout:g}s each")
+    average = sum(rtts) / len(rtts)
     return ProbeResult.success(
-        host.avg_rtt,
-        detail=f"{replies}, rtt min/avg/max {host.min_rtt:.3f}/{host.avg_rtt:.3f}/{host.max_rtt:.3f} ms",
-        echo_rtts_ms=tuple(host.rtts),
+        average,
+        detail=f"{replies}, rtt min/avg/max {min(rtts):.3f}/{average:.3f}/{max(rtts):.3f} ms",
+        echo_rtts_ms=tuple(rtts),
     )
