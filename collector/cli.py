@@ -183,8 +183,13 @@ async def _with_session(database_url: str, work):
 @agents.command("add")
 @click.argument("name")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
-def agents_add(name: str, config_path: str) -> None:
-    """Register NAME (or give it a new token) and print the token once."""
+@click.option("--public-key", "public_key", default=None, metavar="KEY",
+              help="The agent's public key, ed25519:<base64> (uptime-agent key show). For an agent "
+                   "registered before, only the key is registered (a rotation: older keys stay) and its "
+                   "token is kept.")
+def agents_add(name: str, config_path: str, public_key: str | None) -> None:
+    """Register NAME (or give it a new token) and print the token once; with --public-key, register
+    its signing key (logged in the evidence log)."""
     import re
     import secrets
 
@@ -194,12 +199,49 @@ def agents_add(name: str, config_path: str) -> None:
     if not re.match(AGENT_ID_PATTERN, name):
         fail(f"NAME: invalid agent id {name!r}: use 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")
     config = _load(config_path)
+    if public_key is not None:
+        _agents_add_key(config, config_path, name, public_key)
+        return
     token = secrets.token_urlsafe(32)
     new = _run(_with_session(config.database_url, lambda s: store.register_agent(s, name, hash_token(token))))
     click.echo(token)
     click.echo(f"{'registered' if new else 'new token for'} agent {name}; this token is shown only once.", err=True)
     if name not in {a.id for a in config.agents}:
         click.echo(f"note: {name} is not listed under agents: in {config_path}; add it there so that checks expect it.", err=True)
+
+
+def _agents_add_key(config, config_path: str, name: str, public_key: str) -> None:
+    """agents add --public-key: the key (and, for a new agent, a token) in one transaction."""
+    import secrets
+
+    from collector import store
+    from collector.config import hash_token
+    from evidence.keys import BadKey, parse_public_key
+
+    try:
+        parse_public_key(public_key, "--public-key")
+    except BadKey as err:
+        fail(str(err))
+    token = secrets.token_urlsafe(32)
+
+    async def work(session):
+        new_agent = False
+        if not await store.agent_exists(session, name):
+            new_agent = await store.register_agent(session, name, hash_token(token))
+            await session.flush()
+        # a clash raises before the commit: neither the agent nor the key is stored
+        row, new_key = await store.register_agent_key(session, name, public_key, registered_by="cli")
+        return (row.key_id, row.log_index), new_agent, new_key
+
+    try:
+        key, new_agent, new_key = _run(_with_session(config.database_url, work))
+    except store.KeyConflict as err:
+        fail(str(err).replace("public_key:", "--public-key:", 1))
+    if new_agent:
+        click.echo(token)
+        click.echo(f"registered agent {name}; this token is shown only once.", err=True)
+    what = "registered" if new_key else "already registered:"
+    click.echo(f"{what} key {key[0]} of agent {name} (log entry {key[1]})", err=True)
 
 
 @agents.command("revoke")
@@ -509,7 +551,9 @@ def _json_default(value: Any) -> Any:
 
 @main.command()
 @click.option("--policy", "policy_name", required=True, help="Preset name, policy YAML path, or a policy of --config.")
-@click.option("--period", required=True, help="Calendar month YYYY-MM, in the policy's time zone.")
+@click.option("--period", required=True,
+              help="Calendar month YYYY-MM in the policy's time zone, or a range YYYY-MM..YYYY-MM (each month, "
+                   "and the termination right over consecutive months).")
 @click.option("--results", type=click.Path(dir_okay=False), help="JSON Lines of probe results (offline report).")
 @click.option("--maintenance", type=click.Path(dir_okay=False), help="JSON Lines of maintenance announcements.")
 @click.option("--commenced", help="When the service commenced (RFC 3339): a partial first cycle.")
@@ -517,7 +561,9 @@ def _json_default(value: Any) -> Any:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Collector config: report from its database.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 def report(policy_name, period, results, maintenance, commenced, target, config_path, fmt) -> None:
-    """SLA report for one month: availability, excluded maintenance, credit and claim deadline."""
+    """SLA report for one month: availability, excluded maintenance, credit and claim deadline.
+    With a range of months, each month's report and the termination right over them."""
+    from collector.reporting import parse_period_range
     from collector.rules.offline import InputError, evaluate_offline
     from collector.rules.periods import month_bounds
     from collector.rules.policy import PolicyError
@@ -525,10 +571,15 @@ def report(policy_name, period, results, maintenance, commenced, target, config_
 
     policy, config, expected = _resolve_policy(policy_name, config_path, _overrides(target, commenced))
     try:
-        month_bounds(period, policy.timezone)
+        months = parse_period_range(period)
+        for month in (months[0], months[-1]):
+            month_bounds(month, policy.timezone)
     except ValueError as err:
         fail(f"--period: {err}")
     observations, announcements = _read_inputs(results, maintenance, policy)
+    if ".." in period:
+        _report_range(policy, config, expected, months, observations, announcements, fmt)
+        return
     try:
         if observations is not None:
             data = evaluate_offline(policy, observations, period, announcements, expected_by_component=expected)
@@ -539,6 +590,40 @@ def report(policy_name, period, results, maintenance, commenced, target, config_
     except (PolicyError, InputError, ValueError) as err:
         fail(str(err))
     _emit(data, fmt, render_text, render_csv)
+
+
+def _report_range(policy, config, expected, months, observations, announcements, fmt) -> None:
+    """`report --period A..B`: NexGen Service Level Addendum §4 (termination after three
+    consecutive months below target) needs the months' verdicts together, offline as live."""
+    from collector.reporting import render_range_csv, render_range_text, reports_over_range
+    from collector.rules.offline import InputError
+    from collector.rules.policy import PolicyError
+
+    try:
+        if observations is not None:
+            data = reports_over_range(policy, observations, months, announcements, expected_by_component=expected)
+        else:
+            if config is None:
+                fail("give --results FILE for an offline report, or --config PATH to report from the collector's database")
+            data = _run(_report_range_db(config, policy, months, announcements, expected))
+    except (PolicyError, InputError, ValueError) as err:
+        fail(str(err))
+    _emit(data, fmt, render_range_text, render_range_csv)
+
+
+async def _report_range_db(config, policy, months, announcements, expected):
+    from collector.db import make_engine, make_sessionmaker
+    from collector.migrate import upgrade_async
+    from collector.reporting import reports_over_range_from_db
+
+    await upgrade_async(config.database_url)
+    engine = make_engine(config.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await reports_over_range_from_db(session, policy, months, extra_maintenance=announcements,
+                                                    expected_by_component=expected)
+    finally:
+        await engine.dispose()
 
 
 async def _report_db(config, policy, period, announcements, expected):
@@ -554,6 +639,61 @@ async def _report_db(config, policy, period, announcements, expected):
                                         expected_by_component=expected)
     finally:
         await engine.dispose()
+
+
+@main.group()
+def evidence() -> None:
+    """Evidence bundles for offline verification (docs/evidence.md): `uptime-verify FILE` checks them."""
+
+
+@evidence.command("export")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("--policy", "policy_name", required=True, help="A policy of --config.")
+@click.option("--period", required=True, help="Calendar month YYYY-MM in the policy's time zone.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the bundle (JSON).")
+def evidence_export(config_path: str, policy_name: str, period: str, output: str) -> None:
+    """Write the evidence bundle of POLICY's report for PERIOD: the report, the signed batches and
+    maintenance versions it rests on, the agents' keys, and their proofs in the collector's log."""
+    import os
+    from datetime import datetime, timezone
+
+    from collector.api.log import EvidenceLog, load_keeper, log_key_path, log_origin
+    from collector.rules.periods import month_bounds
+    from evidence.keys import BadKey, load_private_key
+
+    policy, config, expected = _resolve_policy(policy_name, config_path, {})
+    try:
+        _, end = month_bounds(period, policy.timezone)
+    except ValueError as err:
+        fail(f"--period: {err}")
+    key_file = log_key_path(config)
+    try:
+        # the collector's own key: a bundle signed by any other would verify with no one's
+        key = load_private_key(key_file)
+    except BadKey as err:
+        fail(f"evidence.log_key_file: {err}")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+
+    async def work(session):
+        keeper = await load_keeper(session, EvidenceLog(log_origin(config), key))
+        # a month not over yet is reported as of now, as the collector's report does
+        return keeper.export_report(policy, period, now=now, as_of=now if end > now else None,
+                                    expected_by_component=expected)
+
+    try:
+        bundle = _run(_with_session(config.database_url, work))
+    except ValueError as err:
+        fail(str(err))
+    text = json.dumps(bundle, ensure_ascii=False, separators=(",", ":"))
+    tmp = f"{output}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:  # written whole, then renamed into place
+            f.write(text)
+        os.replace(tmp, output)
+    except OSError as err:
+        fail(f"-o: cannot write {output}: {err.strerror or err}")
+    click.echo(f"wrote {output}: {len(bundle['batches'])} batches, {len(bundle['maintenance'])} maintenance records, "
+               f"log size {bundle['proof']['tree_size']}", err=True)
 
 
 @main.command("verify-claim")
@@ -612,6 +752,43 @@ def _cli_ts(value: str, option: str) -> datetime:
         return moment.astimezone(timezone.utc)
     except OverflowError:
         fail(f"{option}: {value!r} is out of range")
+
+
+@main.group()
+def notify() -> None:
+    """Try the configured notification sinks (webhooks and Apprise URLs)."""
+
+
+@notify.command("test")
+@click.argument("name")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+def notify_test(name: str, config_path: str) -> None:
+    """Send a test message through the notifier NAME now and say whether it was delivered."""
+    from collector.notify import Deliverer, shown_url
+    from protocol.redact import redact_text, redact_url
+
+    config = _load(config_path)
+    sinks = {s.name: s for s in config.notifications}
+    if name not in sinks:
+        fail(f"NAME: no notifier {name!r} in {config_path} (notifications: {', '.join(sinks) or 'none'})")
+    sink = sinks[name]
+    payload: dict[str, Any] = {"event": "test", "sink": name, "sent_at": datetime.now(timezone.utc)}
+    if config.public_url:  # a sink is no policy: the link goes to the status page
+        payload["status_url"] = config.public_url.rstrip("/") + "/"
+
+    async def send() -> str | None:
+        deliverer = Deliverer(None, [sink])
+        try:
+            return await deliverer.send_now(sink, payload)
+        finally:
+            await deliverer.close()
+
+    # never a password or token of the sink's URLs on the terminal (protocol/redact.py)
+    targets = [shown_url(u) for u in sink.urls] if sink.kind == "apprise" else [redact_url(sink.url or "")]
+    error = asyncio.run(send())
+    if error is not None:
+        fail(f"notifications.{name}: not delivered: {redact_text(error)}")
+    click.echo(f"delivered a test message through {name} ({sink.kind}) to {', '.join(targets)}")
 
 
 @main.command("check-config")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,6 +45,24 @@ class AgentEntry(_Strict):
     # A plaintext token is for local setups and the demo; production configs give the hash only.
     token: str | None = Field(default=None, min_length=16)
     token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # The agent's Ed25519 public key, "ed25519:<base64 of 32 bytes>" (docs/evidence.md, "Keys"),
+    # registered and logged at start. Replacing it registers the new key; the old one stays
+    # registered, so the batches it signed stay verifiable.
+    public_key: str | None = None
+    # Refuse this agent's unsigned batches; unset: evidence.require_signatures decides.
+    require_signatures: bool | None = None
+
+    @field_validator("public_key")
+    @classmethod
+    def _public_key(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from evidence.keys import BadKey, parse_public_key
+        try:
+            parse_public_key(v, "public_key")
+        except BadKey as err:
+            raise ValueError(str(err).removeprefix("public_key: ")) from None
+        return v
 
     @model_validator(mode="after")
     def _one_token(self) -> "AgentEntry":
@@ -123,14 +142,71 @@ NOTIFICATION_EVENTS = ("outage.verified", "outage.resolved", "maintenance.starte
 
 
 class NotificationSink(_Strict):
-    """A webhook receiver. Bodies are signed with HMAC-SHA256 of the body under `secret`."""
+    """A notification receiver: a signed webhook (`kind: webhook`, bodies signed with HMAC-SHA256
+    under `secret`), or Apprise URLs (`kind: apprise`: email, ntfy, PagerDuty, Teams, ...)."""
 
-    name: str = Field(pattern=AGENT_ID_PATTERN)
-    url: str = Field(pattern=r"^https?://")
-    secret: str = Field(min_length=16)
+    name: str = Field(pattern=AGENT_ID_PATTERN)  # The notifier's name, as `notify test NAME` takes it.
+    # `webhook`: a signed JSON POST to `url`; `apprise`: a message for people to each of `urls`.
+    kind: Literal["webhook", "apprise"] = "webhook"
+    # kind webhook: where the webhook is posted.
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    # kind webhook: key of the X-Uptime-Signature HMAC-SHA256 of each body.
+    secret: str | None = Field(default=None, min_length=16)
+    # kind webhook: `json`, or `slack` (a text field for incoming webhooks).
     format: Literal["json", "slack"] = "json"
+    # kind apprise: Apprise URLs (mailto://, ntfy://, pagerduty://, json://, ...); never shown
+    # with their passwords or tokens.
+    urls: list[str] = []
     events: list[Literal[NOTIFICATION_EVENTS]] = list(NOTIFICATION_EVENTS)  # type: ignore[valid-type]
     timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> "NotificationSink":
+        given = self.model_fields_set
+        if self.kind == "webhook":
+            for key in ("url", "secret"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"{key}: required for kind webhook")
+            if self.urls:
+                raise ValueError("urls: only for kind apprise (a webhook has one url)")
+        else:
+            for key in ("url", "secret", "format"):
+                if key in given:
+                    raise ValueError(f"{key}: only for kind webhook (give Apprise URLs as urls)")
+            if not self.urls:
+                raise ValueError("urls: kind apprise needs at least one Apprise URL")
+            for i, url in enumerate(self.urls):
+                problem = apprise_url_problem(url)
+                if problem:
+                    raise ValueError(f"urls.{i}: {problem}")
+        return self
+
+
+class _Mute(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def apprise_url_problem(url: str) -> str | None:
+    """Why Apprise cannot use this URL (naming only its scheme), or None."""
+    if "://" not in url:
+        return "not an Apprise URL (write e.g. mailto://, ntfy://, pagerduty://, json://)"
+    scheme = url.split("://", 1)[0]
+    from apprise import Apprise  # only for configs that use it: loading its plugins takes a while
+
+    # Apprise logs a URL it cannot read as written, password and all: not while checking one
+    quiet = logging.getLogger("apprise")
+    mute = _Mute()
+    quiet.addFilter(mute)
+    try:
+        instance = Apprise.instantiate(url, suppress_exceptions=True)
+    except Exception:  # noqa: BLE001
+        instance = None
+    finally:
+        quiet.removeFilter(mute)
+    if not instance:
+        return f"Apprise cannot use this {scheme}:// URL (unknown scheme, or a required part is missing or invalid)"
+    return None
 
 
 class Evaluation(_Strict):
@@ -182,6 +258,19 @@ class Ingest(_Strict):
     max_future_skew: Duration = 30.0
 
 
+class Evidence(_Strict):
+    # Refuse unsigned batches of every agent (an agent's own require_signatures overrides it).
+    require_signatures: bool = False
+    # The collector's Ed25519 key that signs the log's checkpoints: made on first start (mode
+    # 0600, docs/evidence.md "Keys"). Collectors sharing one database share one log, so give them
+    # the same key file. Relative paths are read from the config file's folder; unset, it is
+    # `log.key` beside a SQLite database, else `data/log.key`.
+    log_key_file: str | None = None
+    # The log's name in its checkpoints and verifier key (C2SP signed-note key name: no spaces,
+    # no "+"); unset: the host of public_url followed by "/log", else "uptime-collector/log".
+    origin: str | None = Field(default=None, pattern=r"^[!-*,-~]{1,200}$")
+
+
 class Listen(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -200,6 +289,7 @@ class CollectorConfig(_Strict):
     public_rate_limit: PublicRateLimit = PublicRateLimit()
     auth_failure_limit: AuthFailureLimit = AuthFailureLimit()
     ingest: Ingest = Ingest()
+    evidence: Evidence = Evidence()
     retention: Retention = Retention()
     # Periodic evaluation runs on one replica at a time: the holder of this lease, renewed every
     # evaluation tick; another replica takes over once it expires (several collectors, one database).
@@ -249,6 +339,13 @@ class CollectorConfig(_Strict):
                 if agent not in agent_ids:
                     raise ValueError(f"checks.{i}.agents: unknown agent {agent!r} (agents: {', '.join(agent_ids) or 'none'})")
         return self
+
+    def requires_signature(self, agent_id: str) -> bool:
+        """Whether the agent's batches must be signed: its own setting, else the global one."""
+        for a in self.agents:
+            if a.id == agent_id and a.require_signatures is not None:
+                return a.require_signatures
+        return self.evidence.require_signatures
 
     def agents_of(self, check: CheckEntry) -> list[str]:
         return list(check.agents) if check.agents is not None else [a.id for a in self.agents]
@@ -331,6 +428,10 @@ def load_config(path: str | os.PathLike[str]) -> CollectorConfig:
 def anchored(config: CollectorConfig, folder: Path) -> CollectorConfig:
     """The config with a relative SQLite path resolved against the config file's folder, so that
     `report --config` run from another folder reads the same database as `serve`."""
+    key_file = config.evidence.log_key_file
+    if key_file and not Path(key_file).is_absolute():
+        config = config.model_copy(update={"evidence": config.evidence.model_copy(
+            update={"log_key_file": str((folder / key_file).resolve())})})
     prefix = "sqlite+aiosqlite:///"
     url = config.database_url
     if not url.startswith(prefix):

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    LargeBinary,
     Boolean,
     DateTime,
     Float,
@@ -157,6 +158,87 @@ class Result(Base):
         UniqueConstraint("agent_id", "result_id", name="uq_results_agent_id_result_id"),
         UniqueConstraint("check", "slot", "agent_id", name="uq_results_check_slot_agent_id"),
     )
+
+
+class AgentKey(Base):
+    """An agent's Ed25519 public key (docs/evidence.md, "Keys"). Never deleted: a rotated key stays
+    so that the batches it signed stay verifiable; `log_index` is its `agent_key` log entry."""
+
+    __tablename__ = "agent_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), ForeignKey("agents.id"))
+    key_id: Mapped[str] = mapped_column(String(8))
+    public_key: Mapped[str] = mapped_column(String(64))       # "ed25519:<base64>"
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    registered_by: Mapped[str] = mapped_column(String(16))    # "config", "cli" or "api"
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_log_index: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("agent_id", "key_id", name="uq_agent_keys_agent_id_key_id"),
+        UniqueConstraint("agent_id", "public_key", name="uq_agent_keys_agent_id_public_key"),
+    )
+
+
+class Batch(Base):
+    """An accepted batch of results (docs/evidence.md, "On the wire"): what it takes to rebuild its
+    signed statement and log entry. `digests` is the hex SHA-256 of each result's canonical bytes,
+    concatenated in the batch's order (the statement covers every result sent, duplicates too).
+    `key_id`, `signature` and `prev` are NULL for an unsigned batch."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), ForeignKey("agents.id"))
+    batch_sha256: Mapped[str] = mapped_column(String(64))
+    prev: Mapped[str | None] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(8))
+    signature: Mapped[str | None] = mapped_column(String(88))
+    count: Mapped[int] = mapped_column(Integer)
+    digests: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    log_index: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+
+    __table_args__ = (Index("ix_batches_agent_id_log_index", "agent_id", "log_index"),)
+
+
+class BatchMember(Base):
+    """The link from a stored result to the batch that brought it: its position in the batch.
+    `row_id` is the result's row (Result.id) without a foreign key, because raw results are rolled
+    up and deleted after `retention.raw` while the batch, its digests and its log entry stay."""
+
+    __tablename__ = "batch_members"
+
+    batch_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), ForeignKey("batches.id"),
+                                          primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    row_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), index=True)
+
+
+class LogEntry(Base):
+    """One entry of the append-only Merkle log (docs/evidence.md, "The log"): its RFC 8785 bytes
+    and RFC 6962 leaf hash. Rows are only ever inserted, at the index LogState hands out."""
+
+    __tablename__ = "log_entries"
+
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    entry: Mapped[bytes] = mapped_column(LargeBinary)
+    kind: Mapped[str] = mapped_column(String(32))
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LogState(Base):
+    """The log's size, one row. Appending takes the next index with an UPDATE of this row, which
+    holds its row lock until the transaction ends: collectors sharing one database append one
+    after the other, and an index whose transaction rolls back is handed out again."""
+
+    __tablename__ = "log_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
 
 
 class SetAsideResult(Base):

@@ -6,7 +6,7 @@ a 500."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -154,3 +154,46 @@ def _problem(r: ResultIn, where: str, known_checks: Collection[str], removed: di
     if r.ok and r.failed_step is not None:
         return "inconsistent", f"{where}.failed_step: a successful result has no failed step"
     return None
+
+
+# -- signed batches (docs/evidence.md, "On the wire") ---------------------------------------------
+
+def parse_signature(header: str | None) -> tuple[str, str | None, str] | None:
+    """(key id, prev, signature) of the Uptime-Batch-Signature header; None without one. A
+    malformed header is refused (422) with the format it should have."""
+    from evidence.canonical import CanonicalError, parse_signature_header
+    if header is None:
+        return None
+    try:
+        return parse_signature_header(header)
+    except CanonicalError as err:
+        raise RequestError(str(err), 422, reason="signature") from None
+
+
+def result_digests(rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """The digest of each row's canonical result object, in the batch's order: the collector
+    rebuilds what the agent signed from the values it validated and stores."""
+    from evidence.canonical import result_digest, result_object
+    return [result_digest(result_object(row)) for row in rows]
+
+
+def batch_statement_of(agent: str, prev: str | None, digests: Sequence[bytes]) -> tuple[bytes, str]:
+    """The batch's statement and its batch hash."""
+    from evidence.canonical import batch_hash, batch_statement, results_sha256
+    statement = batch_statement(agent, prev, len(digests), results_sha256(digests))
+    return statement, batch_hash(statement)
+
+
+def verify_signature(agent: str, key_id: str, public_key: str | None, statement: bytes, signature: str) -> None:
+    """Refuse (422) a batch whose signature is by no registered key of the agent, or does not
+    verify over the statement rebuilt from its results."""
+    from evidence.canonical import SIGNATURE_HEADER, verify_batch_signature
+    from evidence.keys import parse_public_key
+    if public_key is None:
+        raise RequestError(f"header {SIGNATURE_HEADER}: key: agent {agent!r} has no registered key {key_id} "
+                           "that is not revoked (register the agent's public key with `uptime-collector agents add --public-key` or "
+                           "the config's public_key)", 422, reason="signature")
+    if not verify_batch_signature(parse_public_key(public_key), statement, signature):
+        raise RequestError(f"header {SIGNATURE_HEADER}: sig: the signature does not verify with agent {agent!r}'s "
+                           f"key {key_id} over these results and prev: the results, the agent or prev differ from "
+                           "what was signed", 422, reason="signature")

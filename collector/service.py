@@ -99,6 +99,8 @@ class CollectorState:
     policy_sources: dict[str, str] = field(default_factory=dict)
     last_probe: dict[tuple[str, str], LastProbe] = field(default_factory=dict)
     agent_contact: dict[str, AgentContact] = field(default_factory=dict)
+    # agents that sign with a key nobody registered (said once each; their batches kept unsigned)
+    unregistered_signers: set[str] = field(default_factory=set)
     policy_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     leases: dict[str, bool] = field(default_factory=dict)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")

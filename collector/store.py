@@ -11,8 +11,11 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from evidence import canonical as evidence_canonical
+from evidence import keys as evidence_keys
+
 from collector.db import (
-    Agent, Check, ContractPolicy, IngestMark, Lease, Maintenance, OutageWindow, PolicyProgress, Result, RoundRun,
+    Agent, AgentKey, Batch, BatchMember, Check, LogEntry, LogState, ContractPolicy, IngestMark, Lease, Maintenance, OutageWindow, PolicyProgress, Result, RoundRun,
     RoundSummary,
 )
 from collector.rules.model import Observation
@@ -142,7 +145,19 @@ async def add_maintenance(session: AsyncSession, policy: str, kind: str, start: 
                       recorded_by=recorded_by, author=author, stated_announced=stated_announced)
     session.add(row)
     await session.flush()
+    await log_maintenance(session, row)
     return row
+
+
+def maintenance_fields(row: Maintenance) -> dict[str, Any]:
+    """The stored record as its log entry holds it (docs/evidence.md, "The log": every column)."""
+    return {name: getattr(row, name) for name in evidence_canonical.MAINTENANCE_FIELDS}
+
+
+async def log_maintenance(session: AsyncSession, row: Maintenance) -> int:
+    """Append the record as it stands now (recorded, or cancelled) to the log."""
+    record = evidence_canonical.maintenance_record(maintenance_fields(row))
+    return await append_log(session, evidence_canonical.maintenance_entry(record), "maintenance")
 
 
 async def list_maintenance(session: AsyncSession, policy: str | None = None) -> list[Maintenance]:
@@ -163,6 +178,8 @@ async def cancel_maintenance(session: AsyncSession, maintenance_id: int, *, canc
         .values(cancelled_at=utcnow(), cancelled_by=cancelled_by, cancel_reason=reason)
         .execution_options(synchronize_session=False))
     row = await session.get(Maintenance, maintenance_id, populate_existing=True)
+    if done.rowcount == 1 and row is not None:
+        await log_maintenance(session, row)
     return row, done.rowcount == 1
 
 
@@ -254,7 +271,7 @@ def marks_of(rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[datetime, d
 
 
 async def insert_results(session: AsyncSession, agent_id: str, rows: Sequence[dict[str, Any]], *,
-                         replica: str = "import") -> IngestOutcome:
+                         replica: str = "import", batch_id: int | None = None) -> IngestOutcome:
     """Store a batch: one vote per agent, check and slot, and the first one stored stands.
 
     1. A result id seen before in the batch is a duplicate; a second result for a (check, slot)
@@ -287,8 +304,13 @@ async def insert_results(session: AsyncSession, agent_id: str, rows: Sequence[di
             claimed[key] = i
             insert_at[rid] = i
     values = [dict(rows[i], agent_id=agent_id) for i in insert_at.values()]
-    stored = set((await session.execute(_insert_ignoring_duplicates(session).returning(Result.result_id), values))
-                 .scalars().all())
+    returned = (await session.execute(_insert_ignoring_duplicates(session).returning(Result.id, Result.result_id),
+                                      values)).all()
+    stored = {rid for _, rid in returned}
+    if batch_id is not None and returned:
+        # each result stored now points to the batch that brought it (docs/evidence.md)
+        await session.execute(insert(BatchMember), [{"batch_id": batch_id, "position": insert_at[rid], "row_id": row_id}
+                                                    for row_id, rid in returned])
     left_out = {rid: i for rid, i in insert_at.items() if rid not in stored}
     left_out.update(held)
     again = await _stored_ids(session, agent_id, list(left_out)) if left_out else set()
@@ -630,3 +652,135 @@ async def last_run_ends(session: AsyncSession, policies: Sequence[str]) -> dict[
 async def judged_until(session: AsyncSession, policies: Sequence[str]) -> dict[str, datetime]:
     stmt = select(PolicyProgress.policy, PolicyProgress.judged_until).where(PolicyProgress.policy.in_(list(policies)))
     return {p: t for p, t in (await session.execute(stmt)).all()}
+
+
+# -- signed evidence: agents' keys, batches, the append-only log (docs/evidence.md) ---------------
+
+async def append_log(session: AsyncSession, entry: bytes, kind: str, now: datetime | None = None) -> int:
+    """Append one entry to the log and return its index. The index is taken with an UPDATE of the
+    one LogState row, whose row lock (PostgreSQL) or write lock (SQLite) lasts until the caller's
+    transaction ends: collectors on one database append one after the other, the indices have no
+    gaps, and an entry whose transaction rolls back gives its index back."""
+    size = (await session.execute(update(LogState).where(LogState.id == 1).values(size=LogState.size + 1)
+                                  .returning(LogState.size))).scalar_one()
+    index = size - 1
+    await session.execute(insert(LogEntry).values(index=index, leaf_hash=evidence_canonical.entry_leaf_hash(entry),
+                                                  entry=entry, kind=kind, logged_at=now or utcnow()))
+    return index
+
+
+async def log_size(session: AsyncSession) -> int:
+    return int((await session.scalar(select(LogState.size).where(LogState.id == 1))) or 0)
+
+
+async def log_leaves(session: AsyncSession, start: int, end: int) -> list[bytes]:
+    """The leaf hashes of entries [start, end), in order."""
+    rows = await session.scalars(select(LogEntry.leaf_hash).where(LogEntry.index >= start, LogEntry.index < end)
+                                 .order_by(LogEntry.index))
+    return [bytes(h) for h in rows.all()]
+
+
+async def log_entries(session: AsyncSession, indices: Iterable[int]) -> dict[int, bytes]:
+    wanted = sorted(set(indices))
+    out: dict[int, bytes] = {}
+    for i in range(0, len(wanted), IN_CHUNK):
+        rows = await session.execute(select(LogEntry.index, LogEntry.entry).where(LogEntry.index.in_(wanted[i:i + IN_CHUNK])))
+        out.update({index: bytes(entry) for index, entry in rows.all()})
+    return out
+
+
+class KeyConflict(ValueError):
+    """A key that cannot be registered for the agent; the message says why."""
+
+
+async def register_agent_key(session: AsyncSession, agent_id: str, public_key: str, *, registered_by: str,
+                             now: datetime | None = None) -> tuple[AgentKey, bool]:
+    """Register one of the agent's public keys ("ed25519:<base64>") and log it (`agent_key`):
+    (key, True) when new, (key, False) when it was registered before (nothing logged again).
+    Keys are never deleted: a new key is a rotation, and the batches older keys signed stay
+    verifiable. The agent must exist. BadKey for a key text that is not one."""
+    parsed = evidence_keys.parse_public_key(public_key, "public_key")
+    text = evidence_keys.public_key_text(parsed)
+    existing = await session.scalar(select(AgentKey).where(AgentKey.agent_id == agent_id, AgentKey.public_key == text))
+    if existing is not None:
+        return existing, False
+    kid = evidence_keys.key_id(agent_id, parsed)
+    clash = await session.scalar(select(AgentKey).where(AgentKey.agent_id == agent_id, AgentKey.key_id == kid))
+    if clash is not None:
+        raise KeyConflict(f"public_key: its key id {kid} is already that of agent {agent_id!r}'s key {clash.public_key}; "
+                          "make another key")
+    at = now or utcnow()
+    index = await append_log(session, evidence_canonical.agent_key_entry(agent_id, text, at), "agent_key", at)
+    row = AgentKey(agent_id=agent_id, key_id=kid, public_key=text, registered_at=at, registered_by=registered_by,
+                   log_index=index)
+    session.add(row)
+    await session.flush()
+    return row, True
+
+
+async def sync_agent_keys(session: AsyncSession, entries: Iterable[tuple[str, str]]) -> int:
+    """Register the config file's agent keys not registered yet; how many were new."""
+    new = 0
+    for agent_id, public_key in entries:
+        if await session.get(Agent, agent_id) is None:
+            continue
+        _, added = await register_agent_key(session, agent_id, public_key, registered_by="config")
+        new += added
+    return new
+
+
+async def agent_exists(session: AsyncSession, agent_id: str) -> bool:
+    return await session.get(Agent, agent_id) is not None
+
+
+async def agent_keys(session: AsyncSession, agent_id: str | None = None) -> list[AgentKey]:
+    stmt = select(AgentKey).order_by(AgentKey.agent_id, AgentKey.log_index)
+    if agent_id is not None:
+        stmt = stmt.where(AgentKey.agent_id == agent_id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def revoke_agent_key(session: AsyncSession, agent_id: str, key_id: str,
+                           now: datetime | None = None) -> tuple[AgentKey | None, bool]:
+    """Retire one of the agent's keys and log it (`agent_key_revoked`): batches logged after it may
+    not be signed with it, those before stay verifiable. (row, True); (row, False) when it was
+    revoked before; (None, False) when the agent has no such key. A conditional UPDATE, so two
+    revocations racing log one entry."""
+    at = now or utcnow()
+    done = await session.execute(update(AgentKey).where(AgentKey.agent_id == agent_id, AgentKey.key_id == key_id,
+                                                        AgentKey.revoked_at.is_(None))
+                                 .values(revoked_at=at).execution_options(synchronize_session=False))
+    row = await session.scalar(select(AgentKey).where(AgentKey.agent_id == agent_id, AgentKey.key_id == key_id)
+                               .execution_options(populate_existing=True))
+    if row is None or done.rowcount != 1:
+        return row, False
+    row.revoked_log_index = await append_log(
+        session, evidence_canonical.agent_key_revocation_entry(agent_id, row.public_key, at), "agent_key_revoked", at)
+    await session.flush()
+    return row, True
+
+
+async def agent_key(session: AsyncSession, agent_id: str, key_id: str) -> AgentKey | None:
+    """The agent's registered, not revoked key of that key id."""
+    return await session.scalar(select(AgentKey).where(AgentKey.agent_id == agent_id, AgentKey.key_id == key_id,
+                                                       AgentKey.revoked_at.is_(None)))
+
+
+async def add_batch(session: AsyncSession, agent_id: str, *, batch_sha256: str, prev: str | None,
+                    key_id: str | None, signature: str | None, digests: Sequence[bytes], received_at: datetime) -> Batch:
+    """Keep an accepted batch (not yet logged: log_batch, once its results are in)."""
+    row = Batch(agent_id=agent_id, batch_sha256=batch_sha256, prev=prev, key_id=key_id, signature=signature,
+                count=len(digests), digests="".join(d.hex() for d in digests), received_at=received_at)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def log_batch(session: AsyncSession, batch: Batch) -> int:
+    """Append the batch's entry to the log and note its index: last in the ingest transaction,
+    so that the log's lock is held as briefly as can be."""
+    entry = evidence_canonical.batch_entry(batch.agent_id, batch.batch_sha256, batch.key_id, batch.signature,
+                                           batch.received_at)
+    batch.log_index = await append_log(session, entry, "batch")
+    await session.flush()
+    return batch.log_index

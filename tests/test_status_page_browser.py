@@ -9,6 +9,7 @@ fits a phone's width, and saves screenshots in test-artifacts/ (gitignored).
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -86,11 +87,13 @@ def look_at_the_pages(base: str, h: History, profile: Path) -> None:
         driver.get(base + "/")
         assert driver.title == "Service status"
 
-        # Keyboard: Tab from the top reaches the skip link, the first service's name, then its first bar.
+        # Keyboard: Tab from the top reaches the skip link, the header's links (stop reloading, the
+        # feed), the first service's name, then its first bar.
         ActionChains(driver).send_keys(Keys.TAB).perform()
         assert driver.switch_to.active_element.text == "Skip to outages and maintenance"
-        driver.switch_to.active_element.send_keys(Keys.TAB)
-        assert driver.switch_to.active_element.text == "api"
+        for name in ("stop", "Atom feed", "api"):
+            driver.switch_to.active_element.send_keys(Keys.TAB)
+            assert driver.switch_to.active_element.text == name
         driver.switch_to.active_element.send_keys(Keys.TAB)
         first = driver.switch_to.active_element
         assert first.get_attribute("class") == "bar lvl-nodata"
@@ -134,6 +137,18 @@ def look_at_the_pages(base: str, h: History, profile: Path) -> None:
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", focused)
         driver.save_screenshot(str(ARTIFACTS / "status-page-focused-bar.png"))
         full_page_screenshot(driver, ARTIFACTS / "status-page.png", 1280)
+
+        # Dark mode follows the reader's system (prefers-color-scheme): a dark page, light text.
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                               {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        driver.get(base + "/")
+        background, text = driver.execute_script(
+            "const s = getComputedStyle(document.body); return [s.backgroundColor, s.color];")
+        luminance = lambda css: sum(int(v) for v in re.findall(r"\d+", css)[:3])  # noqa: E731
+        assert luminance(background) < 200 < luminance(text), (background, text)
+        full_page_screenshot(driver, ARTIFACTS / "status-page-dark.png", 1280)
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                               {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
 
         # A phone: nothing wider than the screen, the bars still all there.
         driver.set_window_size(390, 844)

@@ -1,5 +1,5 @@
 """The collector's HTTP API, one module per resource: results and heartbeats (agents), checks,
-policies, maintenance, agents, reports and claims, health and metrics.
+policies, maintenance, agents and their keys, reports and claims, the evidence log, health and metrics.
 
 `setup_routes` registers them all; the status pages register theirs in `collector.status`.
 """
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .agents import delete_agent, get_agents, post_agent
+from .agents import delete_agent, delete_agent_key, get_agent_keys, get_agents, post_agent, post_agent_key
 from .checks import delete_check, get_check, get_checks, put_check
 from .common import LIMITER, STATE
+from .log import setup_log
 from .health import get_healthz, get_metrics, get_openapi
 from .maintenance import delete_maintenance, get_maintenance, post_maintenance
 from .middleware import error_middleware, ingest_count_middleware
@@ -39,8 +40,12 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/agents", get_agents)
     app.router.add_post("/api/v1/agents", post_agent)
     app.router.add_delete("/api/v1/agents/{agent}", delete_agent)
+    app.router.add_get("/api/v1/agents/{agent}/keys", get_agent_keys)
+    app.router.add_post("/api/v1/agents/{agent}/keys", post_agent_key)
+    app.router.add_delete("/api/v1/agents/{agent}/keys/{key_id}", delete_agent_key)
     app.router.add_get("/api/v1/reports/{policy}", get_report)
     app.router.add_get("/api/v1/claims/verify", get_claim)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/api/v1/openapi.json", get_openapi)
+    setup_log(app)

@@ -47,6 +47,14 @@ def build_spec() -> dict[str, Any]:
     policy_in = _schema(PolicyEntry, components)
     policy_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     check_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    agent_name = {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}
+    public_key = {"type": "string", "pattern": "^ed25519:[A-Za-z0-9+/]{43}=$",
+                  "description": "Ed25519 public key, ed25519:<base64 of 32 bytes>"}
+
+    def log_param(name: str, required: bool) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": required,
+                "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
+
     agent_auth = [{"agentToken": []}]
     admin_auth = [{"adminToken": []}]
     ts = {"type": "string", "format": "date-time"}
@@ -65,6 +73,13 @@ def build_spec() -> dict[str, Any]:
             "/api/v1/results": {"post": {
                 "summary": "Submit a batch of probe results (acknowledged only after commit; idempotent by result id)",
                 "security": agent_auth,
+                "parameters": [{"name": "Uptime-Batch-Signature", "in": "header", "required": False,
+                                "description": "The agent's Ed25519 signature of the batch's statement "
+                                               "(docs/evidence.md): key=<8 hex key id>, prev=<64 hex | none>, "
+                                               "sig=<base64 of 64 bytes>; required where require_signatures is set "
+                                               "(401 without it, 422 when it does not verify)",
+                                "schema": {"type": "string",
+                                           "pattern": "^key=[0-9a-f]{8}, prev=([0-9a-f]{64}|none), sig=[A-Za-z0-9+/]{86}==$"}}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": batch}}},
                 "responses": {"200": _json("Stored", {"type": "object", "properties": {
                     "accepted": {"type": "integer"}, "duplicates": {"type": "integer"}}}),
@@ -139,9 +154,49 @@ def build_spec() -> dict[str, Any]:
                 "post": {"summary": "Register an agent or rotate its token (admin); the token is shown once",
                          "security": admin_auth,
                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                             "type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}}},
-                         "responses": {"201": _json("Token"), **_errors(400, 401, 422, 503)}},
+                             "type": "object", "properties": {"id": {"type": "string"}, "public_key": public_key},
+                             "required": ["id"], "additionalProperties": False}}}},
+                         "responses": {"201": _json("Token"), **_errors(400, 401, 409, 422, 503)}},
             },
+            "/api/v1/agents/{agent}/keys": {
+                "get": {"summary": "Every public key the agent was registered with, oldest first, with its log index",
+                        "parameters": [agent_name], "responses": {"200": _json("Keys"), **_errors(401, 404, 503)}},
+                "post": {"summary": "Register a public key of the agent (admin; a rotation keeps the older keys), "
+                                    "logged as an agent_key entry",
+                         "security": admin_auth, "parameters": [agent_name],
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "properties": {"public_key": public_key}, "required": ["public_key"],
+                             "additionalProperties": False}}}},
+                         "responses": {"200": _json("Registered before"), "201": _json("Registered"),
+                                       **_errors(400, 401, 404, 409, 413, 422, 503)}},
+            },
+            "/api/v1/agents/{agent}/keys/{key_id}": {"delete": {
+                "summary": "Revoke one of the agent's keys (admin), logged as an agent_key_revoked entry; "
+                           "what it signed before stays verifiable",
+                "security": admin_auth,
+                "parameters": [agent_name, {"name": "key_id", "in": "path", "required": True,
+                                            "schema": {"type": "string", "pattern": "^[0-9a-f]{8}$"}}],
+                "responses": {"200": _json("Revoked"), **_errors(401, 404, 409, 503)}}},
+            "/api/v1/log/checkpoint": {"get": {
+                "summary": "The evidence log's signed tree head (C2SP signed-note checkpoint)",
+                "responses": {"200": {"description": "Signed note",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401, 503)}}},
+            "/api/v1/log/key": {"get": {
+                "summary": "The verifier key of the log's checkpoints (<origin>+<key id>+<base64>)",
+                "responses": {"200": {"description": "Verifier key",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)}}},
+            "/api/v1/log/proof/inclusion": {"get": {
+                "summary": "RFC 6962 inclusion proof of entry `index` in the tree of `size` (default: the current size)",
+                "parameters": [log_param("index", True), log_param("size", False)],
+                "responses": {"200": _json("Inclusion proof", {"type": "object", "properties": {
+                    "index": {"type": "integer"}, "tree_size": {"type": "integer"}, "leaf_hash": {"type": "string"},
+                    "hashes": {"type": "array", "items": {"type": "string"}}}}), **_errors(400, 401, 503)}}},
+            "/api/v1/log/proof/consistency": {"get": {
+                "summary": "RFC 6962 consistency proof from tree size `first` to `second` (default: the current size)",
+                "parameters": [log_param("first", True), log_param("second", False)],
+                "responses": {"200": _json("Consistency proof", {"type": "object", "properties": {
+                    "first": {"type": "integer"}, "second": {"type": "integer"},
+                    "hashes": {"type": "array", "items": {"type": "string"}}}}), **_errors(400, 401, 503)}}},
             "/api/v1/agents/{agent}": {"delete": {
                 "summary": "Revoke an agent's token (admin)", "security": admin_auth,
                 "parameters": [{"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}],
