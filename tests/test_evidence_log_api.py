@@ -236,3 +236,25 @@ async def test_evidence_export_mistakes_are_one_line_and_exit_2(api, tmp_path) -
         assert run.exit_code == 2
         lines = run.output.strip().splitlines()
         assert len(lines) == 1 and names in lines[0], run.output
+
+
+async def test_the_api_serves_the_same_bundle_for_readers_and_names_bad_parameters(api, tmp_path, capsys) -> None:
+    from evidence.verify import main as verify_main
+
+    signer = AgentSigner("a1", KEY)
+    for minutes in (6, 5):
+        await post_signed(api, signer, [result(minutes)])
+    period = f"{(datetime.now(timezone.utc) - timedelta(minutes=6)):%Y-%m}"
+    resp = await api.get(f"/api/v1/evidence/gold?period={period}")
+    assert resp.status == 200, await resp.text()
+    assert "attachment" in resp.headers["Content-Disposition"]
+    bundle = await resp.json()
+    assert len(bundle["batches"]) == 2 and bundle["report"]["policy"] == "gold"
+    out = tmp_path / "from-api.json"
+    out.write_text(json.dumps(bundle))
+    capsys.readouterr()
+    assert await asyncio.to_thread(verify_main, ["--log-key", bundle["log"]["key"], str(out)]) == 0, capsys.readouterr()
+    for path, status, names in (("/api/v1/evidence/gold?period=2026-13", 400, "period"),
+                                ("/api/v1/evidence/nope?period=2026-11", 404, "nope")):
+        resp = await api.get(path)
+        assert resp.status == status and names in (await resp.json())["error"]

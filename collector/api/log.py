@@ -120,8 +120,45 @@ def setup_log(app: web.Application) -> None:
     app.router.add_get("/api/v1/log/key", get_key)
     app.router.add_get("/api/v1/log/proof/inclusion", get_inclusion)
     app.router.add_get("/api/v1/log/proof/consistency", get_consistency)
+    app.router.add_get("/api/v1/evidence/{policy}", get_evidence_bundle)
     # on_startup runs after the cleanup contexts' start (the application's migrations and config sync)
     app.on_startup.append(_start_log)
+
+
+# One bundle is built at a time per collector: a month's evidence is read whole into memory.
+_EXPORTING = asyncio.Lock()
+
+
+async def get_evidence_bundle(request: web.Request) -> web.Response:
+    """The evidence bundle of a policy's month (docs/evidence.md, "Bundles"), as `uptime-collector
+    evidence export` writes it, for readers allowed to read reports; `uptime-verify` checks it."""
+    from collector.rules.periods import month_bounds
+
+    from .common import policy_named
+
+    elog = _evidence_log(request)
+    state = request.app[STATE]
+    policy = policy_named(request, request.match_info["policy"])
+    period = request.query.get("period") or datetime.now(timezone.utc).strftime("%Y-%m")
+    try:
+        _, end = month_bounds(period, policy.timezone)
+    except ValueError as err:
+        raise RequestError(f"query parameter 'period': {err}") from None
+    if _EXPORTING.locked():
+        raise RequestError("another evidence bundle is being built: retry in a minute", 429, reason="busy")
+    async with _EXPORTING:
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        async with state.sessionmaker() as session:
+            keeper = await load_keeper(session, EvidenceLog(elog.origin, elog.key))
+        try:
+            # a month not over yet is reported as of now, as the report does
+            bundle = await asyncio.to_thread(keeper.export_report, policy, period, now=now,
+                                             as_of=now if end > now else None,
+                                             expected_by_component=state.expected_by_component(policy))
+        except ValueError as err:
+            raise RequestError(f"query parameter 'period': {err}", 422) from None
+    filename = f"evidence-{policy.name}-{period}.json".replace('"', "")
+    return json_response(bundle, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _evidence_log(request: web.Request) -> EvidenceLog:

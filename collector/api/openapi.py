@@ -197,6 +197,13 @@ def build_spec() -> dict[str, Any]:
                 "responses": {"200": _json("Consistency proof", {"type": "object", "properties": {
                     "first": {"type": "integer"}, "second": {"type": "integer"},
                     "hashes": {"type": "array", "items": {"type": "string"}}}}), **_errors(400, 401, 503)}}},
+            "/api/v1/evidence/{policy}": {"get": {
+                "summary": "Evidence bundle of one month's report (for `uptime-verify`): the report, signed batches, "
+                           "maintenance records, agents' keys, inclusion proofs and the checkpoint",
+                "parameters": [{"name": "policy", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "period", "in": "query", "schema": {"type": "string", "pattern": r"^\d{4}-\d{2}$"}}],
+                "responses": {"200": _json("Evidence bundle"), **_errors(400, 401, 404, 422, 429, 503)},
+            }},
             "/api/v1/agents/{agent}": {"delete": {
                 "summary": "Revoke an agent's token (admin)", "security": admin_auth,
                 "parameters": [{"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}],
