@@ -19,7 +19,9 @@ Peers (same rows, same table layout and indexes, measured in the same run):
               LIKE results INCLUDING ALL (the ceiling of the server for these rows).
   SQLite:     Python's sqlite3 executemany in one transaction into a copy of the results table
               with the same indexes (the ceiling of the library for these rows).
-Two runs per back end: the collector as configured by default (it recomputes month-to-date reports
+Three runs per back end (the third: the ingest path again with every batch signed by its agent's
+Ed25519 key, chained, verified by the collector and appended to its evidence log, with
+require_signatures; the goal is at most 25 % fewer results per second than unsigned). First the collector as configured by default (it recomputes month-to-date reports
 of every policy at start and every 30 s: evaluation.status_interval), posting for 15 s from its
 start; then the ingest path alone (status_interval 1d, posting once the collector went idle after
 its start-up refresh; "busy after start" says how long that took).
@@ -65,13 +67,19 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def make_batches(agents: list[str], total: int, batch: int, now: datetime) -> tuple[dict[str, list[bytes]], list[dict], int]:
-    """Per agent, the encoded request bodies in sending order (replays included), the unique rows
-    (for the COPY peer) and the number of results posted (replays counted)."""
+def make_batches(agents: list[str], total: int, batch: int, now: datetime, signers: dict | None = None
+                 ) -> tuple[dict[str, list[tuple[bytes, dict]]], list[dict], int]:
+    """Per agent, the encoded request bodies in sending order (replays included) with their extra
+    headers (the batch signature when `signers` holds the agents' keys, chained as an agent's
+    shipper chains them), the unique rows (for the COPY peer) and the number of results posted
+    (replays counted)."""
+    from evidence import canonical
+    from evidence.build import AgentSigner
+
     per_agent = total // len(agents)
     slots_needed = -(-per_agent // CHECKS)
     newest = datetime.fromtimestamp((now.timestamp() // INTERVAL) * INTERVAL, timezone.utc) - timedelta(seconds=INTERVAL)
-    bodies: dict[str, list[bytes]] = {a: [] for a in agents}
+    bodies: dict[str, list[tuple[bytes, dict]]] = {a: [] for a in agents}
     rows: list[dict] = []
     posted = 0
     for agent in agents:
@@ -85,15 +93,22 @@ def make_batches(agents: list[str], total: int, batch: int, now: datetime) -> tu
                  "error": None if ok else "status", "detail": None if ok else "status 503 not in 2xx"}
             results.append(r)
             rows.append({**r, "agent": agent})
-        sent: list[bytes] = []
+        sent: list[tuple[bytes, dict]] = []
+        signer = AgentSigner(agent, signers[agent]) if signers else None
         for i in range(0, len(results), batch):
-            body = json.dumps({"agent": agent, "results": results[i:i + batch]}, separators=(",", ":")).encode()
-            sent.append(body)
-            posted += len(results[i:i + batch])
+            chunk = results[i:i + batch]
+            body = json.dumps({"agent": agent, "results": chunk}, separators=(",", ":")).encode()
+            headers = {}
+            if signer is not None:  # signed before the clock starts, like the bodies' encoding
+                signed = signer.sign([canonical.result_object_from_wire(r) for r in chunk])
+                signer.acknowledged(signed)
+                headers = {canonical.SIGNATURE_HEADER: signed.header()}
+            sent.append((body, headers))
+            posted += len(chunk)
             if len(sent) % REPLAY_EVERY == 0:  # replay the batch sent five batches ago
                 replay = sent[-5]
                 sent.append(replay)
-                posted += json.loads(replay)["results"].__len__()
+                posted += json.loads(replay[0])["results"].__len__()
         bodies[agent] = sent
     return bodies, rows, posted
 
@@ -106,12 +121,12 @@ async def post_all(port: int, tokens: dict[str, str], bodies: dict[str, list[byt
 
     async def agent(session, name: str) -> None:
         headers = {"Authorization": f"Bearer {tokens[name]}", "Content-Type": "application/json"}
-        for body in bodies[name]:
+        for body, extra in bodies[name]:
             if time.perf_counter() > deadline:
                 return
             for attempt in range(20):  # an agent retries 429/5xx with backoff; so does this client
                 t0 = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as resp:
+                async with session.post(url, data=body, headers={**headers, **extra}) as resp:
                     text = await resp.read()
                 stats["latencies"].append(time.perf_counter() - t0)
                 stats["requests"] += 1
@@ -135,7 +150,8 @@ async def post_all(port: int, tokens: dict[str, str], bodies: dict[str, list[byt
     return stats
 
 
-def collector_config(work: Path, port: int, url: str, tokens: dict[str, str], status_refresh: bool = True) -> Path:
+def collector_config(work: Path, port: int, url: str, tokens: dict[str, str], status_refresh: bool = True,
+                     public_keys: dict[str, str] | None = None) -> Path:
     cfg = {
         "listen": {"host": "127.0.0.1", "port": port},
         "database_url": url,
@@ -144,7 +160,10 @@ def collector_config(work: Path, port: int, url: str, tokens: dict[str, str], st
         # status_interval: how often month-to-date reports are recomputed for every policy (the
         # status page and gauges); 1d here = once at start, to measure the ingest path alone.
         "evaluation": {} if status_refresh else {"status_interval": "1d"},
-        "agents": [{"id": a, "token": t} for a, t in tokens.items()],
+        "agents": [{"id": a, "token": t, **({"public_key": public_keys[a]} if public_keys else {})}
+                   for a, t in tokens.items()],
+        # signed runs: every batch's signature verified, refused unsigned
+        "evidence": {"require_signatures": bool(public_keys), "log_key_file": str(work / "log.key")},
         "checks": [{"name": f"chk{i:04d}", "type": "http", "interval": f"{INTERVAL}s", "url": "http://127.0.0.1:9/",
                     "timeout": "5s"} for i in range(CHECKS)],
     }
@@ -166,7 +185,7 @@ def wait_idle(pid: int, timeout: float) -> float:
 
 def run_ingest(procs: B.Procs, work: Path, backend: str, total: int, n_agents: int, batch: int,
                time_limit: float = 90.0, sample_rss: bool = True, status_refresh: bool = False,
-               peer: bool = True) -> dict:
+               peer: bool = True, signed: bool = False) -> dict:
     """One back end: database, collector, clients, count check, peer. Returns the figures."""
     agents = [f"agent-{i}" for i in range(n_agents)]
     tokens = {a: f"bench-ingest-token-{a}-0000" for a in agents}
@@ -179,8 +198,14 @@ def run_ingest(procs: B.Procs, work: Path, backend: str, total: int, n_agents: i
         (work / "collector.sqlite").unlink(missing_ok=True)
         url = f"sqlite+aiosqlite:///{work / 'collector.sqlite'}"
     port = B.free_port()
-    config = collector_config(work, port, url, tokens, status_refresh)
-    res: dict = {"backend": backend, "agents": n_agents, "batch": batch, "status_refresh": status_refresh}
+    keys = None
+    if signed:
+        from evidence.keys import generate_private_key, public_key_text
+        keys = {a: generate_private_key() for a in agents}
+    config = collector_config(work, port, url, tokens, status_refresh,
+                              {a: public_key_text(k) for a, k in keys.items()} if keys else None)
+    res: dict = {"backend": backend, "agents": n_agents, "batch": batch, "status_refresh": status_refresh,
+                 "signed": signed}
     try:
         t0 = time.monotonic()
         proc = procs.start(f"collector-{backend}", [str(B.BIN / "uptime-collector"), "--log-level", "WARNING", "serve",
@@ -191,7 +216,7 @@ def run_ingest(procs: B.Procs, work: Path, backend: str, total: int, n_agents: i
             # the month-to-date refresh still runs once at start (next_run_time=now): wait for the
             # collector to go idle, so that only the ingest path is measured
             res["idle_after_s"] = wait_idle(proc.pid, 240) + res["startup_s"]
-        bodies, rows, posted = make_batches(agents, total, batch, datetime.now(timezone.utc))
+        bodies, rows, posted = make_batches(agents, total, batch, datetime.now(timezone.utc), keys)
         res["posted"], res["unique"] = posted, len(rows)
         rss_before = B.rss_mib(proc.pid)
         cpu0 = B.cpu_seconds(proc.pid)
@@ -305,6 +330,8 @@ def main() -> None:
     ap.add_argument("--checks", type=int, default=CHECKS, help="checks configured in the collector (default 100)")
     ap.add_argument("--results-pg", type=int, default=240_000)
     ap.add_argument("--results-sqlite", type=int, default=120_000)
+    ap.add_argument("--signed", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the ingest path with every batch signed, verified and logged (require_signatures)")
     ap.add_argument("--with-status-refresh", action=argparse.BooleanOptionalAction, default=True,
                     help="also run 15 s with the collector's default status refresh (month-to-date reports every 30 s)")
     args = ap.parse_args()
@@ -325,11 +352,17 @@ def main() -> None:
                 runs.append(run_ingest(procs, work, backend, total, args.agents, args.batch, time_limit=15.0,
                                        status_refresh=True, peer=False))
             runs.append(run_ingest(procs, work, backend, total, args.agents, args.batch))
+            if args.signed:
+                runs.append(run_ingest(procs, work, backend, total, args.agents, args.batch, peer=False, signed=True))
         B.remove_workdir(work)
         raw["runs"] += runs
-        peer = runs[-1]["peer"]
+        peer = next(r["peer"] for r in runs if r["peer"])
+        unsigned = next(r for r in runs if not r["status_refresh"] and not r["signed"])
         for r in runs:
             what = "defaults (status refresh 30 s)" if r["status_refresh"] else "ingest path (status refresh off)"
+            if r["signed"]:
+                what = (f"ingest path, signed batches verified and logged "
+                        f"({r['acked_per_s'] / unsigned['acked_per_s'] - 1:+.0%} vs unsigned; goal >= -25%)")
             rows.append([f"collector -> {backend}, {what}", r["accepted"] + r["duplicates"], r["acked_per_s"], r["stored_per_s"],
                          r["request_p50_ms"], r["request_p99_ms"], r["collector_cpu_s"] / r["wall"], r["rss_mib_peak"],
                          r.get("idle_after_s"), f"{r['rows_stored']:,} {'ok' if r['exactly_once'] else 'MISMATCH'}",
