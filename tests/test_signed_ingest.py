@@ -6,6 +6,7 @@ and PostgreSQL, signing as an agent does (evidence.build.AgentSigner)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -30,7 +31,8 @@ ADMIN = {"Authorization": "Bearer admin-token-0123456789"}
 KEY_A1 = generate_private_key()
 
 
-def make_state(database_url: str, *, require: bool = False, a2_require: bool | None = None) -> CollectorState:
+def make_state(database_url: str, *, require: bool = False, a2_require: bool | None = None,
+               policy: bool = False) -> CollectorState:
     agents = [{"id": "a1", "token": TOKENS["a1"], "public_key": public_key_text(KEY_A1)},
               {"id": "a2", "token": TOKENS["a2"]}]
     if a2_require is not None:
@@ -41,6 +43,7 @@ def make_state(database_url: str, *, require: bool = False, a2_require: bool | N
         "evidence": {"require_signatures": require},
         "agents": agents,
         "checks": [{"name": "web", "type": "http", "interval": 60, "url": "http://127.0.0.1:1/", "timeout": "5s"}],
+        "policies": [{"name": "gold", "preset": "nexcess", "components": ["web"]}] if policy else [],
     }, "test"))
 
 
@@ -292,7 +295,9 @@ async def test_a_revoked_key_signs_no_more_batches_and_its_revocation_is_logged(
 async def test_the_agents_own_shipper_signs_what_this_collector_verifies_and_chains(database_url, tmp_path,
                                                                                       monkeypatch) -> None:
     """End to end: the agent's spool, signer and shipper against the real collector on loopback,
-    signatures required: every batch is accepted and each names the previous one as prev."""
+    signatures required: every batch is accepted and each names the previous one as prev; the
+    month's evidence bundle the collector then serves verifies offline with uptime-verify."""
+    from evidence.verify import main as verify_main
     from aiohttp.test_utils import TestClient, TestServer
     from agent_helpers import agent_config
 
@@ -302,7 +307,7 @@ async def test_the_agents_own_shipper_signs_what_this_collector_verifies_and_cha
     from agent.spool import Spool
 
     monkeypatch.chdir(tmp_path)
-    state = make_state(database_url, require=True)
+    state = make_state(database_url, require=True, policy=True)
     async with TestClient(TestServer(create_app(state))) as http:
         url = str(http.make_url("")).rstrip("/")
         config = agent_config(tmp_path, url, agent_id="a2", token=TOKENS["a2"])
@@ -323,6 +328,14 @@ async def test_the_agents_own_shipper_signs_what_this_collector_verifies_and_cha
             await shipper.stop(flush_timeout=0)
             await client.close()
             await spool.close()
+        period = f"{datetime.now(timezone.utc) - timedelta(minutes=9):%Y-%m}"
+        resp = await http.get(f"/api/v1/evidence/gold?period={period}")
+        assert resp.status == 200, await resp.text()
+        bundle = await resp.json()
+        (tmp_path / "bundle.json").write_text(json.dumps(bundle))
+        key = (await (await http.get("/api/v1/log/key")).text()).strip()
+        assert await asyncio.to_thread(verify_main, ["--log-key", key, str(tmp_path / "bundle.json")]) == 0
+        assert {b["agent"] for b in bundle["batches"]} >= {"a2"}
         async with state.sessionmaker() as session:
             batches = (await session.scalars(select(Batch).where(Batch.agent_id == "a2").order_by(Batch.log_index))).all()
             stored = await session.scalar(select(func.count()).select_from(Result).where(Result.agent_id == "a2"))
