@@ -27,6 +27,7 @@ from collector.reporting import report_from_db
 
 from . import format as fmt
 from . import queries
+from .chart import chart_hours, hourly_medians, latency_svg
 from .badges import availability_badge, state_badge
 from .feed import FEED_DAYS, build_feed, feed_events
 from .history import DAYS_SHOWN, FIGURE_PERIODS, LEVELS, Days, evidence_view
@@ -251,6 +252,9 @@ async def policy_report(request: web.Request) -> web.StreamResponse:
     try:
         async with state.sessionmaker() as session:
             report = await report_from_db(session, policy, period, now=now, expected_by_component=expected)
+            # the last 24 hours whatever month is shown: the chart is about now, the report about the month
+            hours = chart_hours(now)
+            medians = await hourly_medians(session, list(policy.components), hours[0], now)
     except (PolicyError, InputError) as err:
         return await _error(400, "This report cannot be computed", str(err))
     except _DB_ERRORS as err:
@@ -263,7 +267,7 @@ async def policy_report(request: web.Request) -> web.StreamResponse:
         "report.html", report=report, policy=policy, now=now, tz=policy.timezone,
         previous_month=previous_period(period) if previous_period(period) >= FIRST_PERIOD else None,
         next_month=next_period(period) if next_period(period) <= current else None,
-        current=current,
+        current=current, latency_chart=latency_svg(name, medians, hours),
     )
 
 
