@@ -56,7 +56,7 @@ def run(config_path: str, agent_id: str | None, log_level: str, metrics_listen: 
     _setup_logging(log_level)
     config = _load_or_exit(config_path, agent_id, metrics_listen)
     try:
-        asyncio.run(_run(config))
+        _run_loop(_run(config))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         pass
     except ConfigError as exc:
@@ -70,6 +70,21 @@ def run(config_path: str, agent_id: str | None, log_level: str, metrics_listen: 
                     f"{OPTION_METRICS_LISTEN} HOST:PORT or env {ENV_METRICS_LISTEN})")
         log.error("cannot start: %s%s", exc, hint)
         sys.exit(EXIT_RUNTIME)
+
+
+def _run_loop(main_coro) -> None:
+    """Run the agent on uvloop where it is installed (Linux, macOS): libuv's loop costs less per
+    probe, timer and socket than asyncio's selector loop (bench/agent_variant.py --uvloop).
+    Without it (an import failure, e.g. Windows) asyncio's own loop runs the same code."""
+    try:
+        import uvloop
+    except ImportError:
+        log.info("event loop: asyncio (uvloop not available)")
+        asyncio.run(main_coro)
+        return
+    log.info("event loop: uvloop %s", uvloop.__version__)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main_coro)
 
 
 async def _run(config) -> None:

@@ -6,7 +6,9 @@ bound was hit (oldest dropped first, counted in uptime_agent_spool_dropped_resul
 logged). `max_bytes` bounds both tables together: over it, the oldest refused results go first
 (reason `rejected_bytes`: they would never be shipped anyway), then the oldest unshipped ones
 (reason `bytes`). All sqlite work runs on one worker thread of its own, so the event loop never blocks
-on disk and the connection is used by one thread only.
+on disk and the connection is used by one thread only. `put` group-commits: results put within
+GROUP_WINDOW_SECONDS share one transaction, and each `put` returns only after its commit, so a
+kill loses at most that window's unacknowledged results and never half a group.
 """
 from __future__ import annotations
 
@@ -49,6 +51,11 @@ CREATE TABLE IF NOT EXISTS rejected (
 DROP_SCAN_ROWS = 1000
 # What a refused result weighs against max_bytes: its payload and the reason stored with it.
 REJECTED_SIZE = "length(payload) + length(error)"
+# Group commit (`put`): results put within this window, or this many, share one transaction.
+# One transaction per result costs a thread hand-off and a WAL commit each; 20 ms is well under
+# the one second of unprobed slots a killed agent is allowed to lose (tests/test_faults_kills.py).
+GROUP_WINDOW_SECONDS = 0.020
+GROUP_MAX_RESULTS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,10 @@ class Spool:
         self._count = 0
         self._bytes = 0
         self._rejected_bytes = 0
+        # Results `put` but not yet committed, each with the future its caller waits on.
+        self._pending: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._group_timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -108,6 +119,8 @@ class Spool:
     async def close(self) -> None:
         if self._worker is None:
             return
+        # Everything already put is committed before the connection goes (its callers wait on it).
+        await self.flush()
         await self._run(self._close)
         self._worker.shutdown(wait=True)
         self._worker = None
@@ -162,18 +175,68 @@ class Spool:
         return self._bytes + self._rejected_bytes > self.max_bytes
 
     async def put(self, result: dict[str, Any]) -> None:
-        """Store one result durably; then keep the spool within its bounds."""
+        """Store one result durably; returns only once the transaction holding it has committed
+        (then the spool is also within its bounds). Results put within GROUP_WINDOW_SECONDS of
+        each other (at most GROUP_MAX_RESULTS) are committed together, in put order."""
+        if self._worker is None:
+            raise RuntimeError("spool is not open")
         payload = json.dumps(result, separators=(",", ":"))
-        await self._run(self._put, result["id"], payload)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((result["id"], payload, done))
+        if len(self._pending) >= GROUP_MAX_RESULTS:
+            self._start_flush()
+        elif self._group_timer is None:
+            self._group_timer = loop.call_later(GROUP_WINDOW_SECONDS, self._start_flush)
+        # shield: a caller cancelled while waiting must not cancel the commit others share
+        await asyncio.shield(done)
+
+    async def flush(self) -> None:
+        """Commit every result put so far (and wait for group commits already under way)."""
+        if self._pending:
+            self._start_flush()
+        while self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    def _start_flush(self) -> None:
+        if self._group_timer is not None:
+            self._group_timer.cancel()
+            self._group_timer = None
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._commit_group(batch), name=f"spool-commit-{self.path.stem}")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _commit_group(self, batch: list[tuple[str, str, asyncio.Future[None]]]) -> None:
+        # The worker runs one call at a time in submission order, so groups commit in put order
+        # and never interleave with an ack/reject/peek.
+        try:
+            await self._run(self._put_many, [(result_id, payload) for result_id, payload, _ in batch])
+        except BaseException as exc:  # rolled back whole: nobody in the group is told it is stored
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
         self._publish()
-        if self._over_bytes():
-            await self._run(self._drop_for_bytes)
-            self._publish()
+        try:
+            if self._over_bytes():
+                await self._run(self._drop_for_bytes)
+                self._publish()
+        except Exception:  # the group is committed all the same; the next write retries the bound
+            log.exception("spool %s: enforcing max_bytes after a group commit failed", self.path)
+        for _, _, done in batch:
+            if not done.done():
+                done.set_result(None)
 
     async def put_many(self, results: list[dict[str, Any]]) -> int:
         """Store several results in one transaction (a bulk import, or a test filling the spool);
         then keep the spool within its bounds. Returns how many were new (ids already here are
         ignored, as by `put`)."""
+        await self.flush()  # results put before keep their place in shipping order
         rows = [(r["id"], json.dumps(r, separators=(",", ":"))) for r in results]
         inserted = await self._run(self._put_many, rows)
         self._publish()
@@ -200,15 +263,6 @@ class Spool:
             ).fetchone()
         return inserted
 
-    def _put(self, result_id: str, payload: str) -> None:
-        with self._transaction():
-            inserted = self._db.execute(
-                "INSERT OR IGNORE INTO results (id, spooled, payload) VALUES (?, ?, ?)",
-                (result_id, time.time(), payload),
-            ).rowcount
-        if inserted:
-            self._count += 1
-            self._bytes += len(payload)  # ASCII JSON: characters are bytes, as sqlite length() counts
 
     async def peek(self, limit: int) -> list[Spooled]:
         """The oldest `limit` results, in order, without removing them."""
