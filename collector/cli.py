@@ -649,11 +649,16 @@ def evidence() -> None:
 @evidence.command("export")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
 @click.option("--policy", "policy_name", required=True, help="A policy of --config.")
-@click.option("--period", required=True, help="Calendar month YYYY-MM in the policy's time zone.")
+@click.option("--period", help="Calendar month YYYY-MM in the policy's time zone (a month's report).")
+@click.option("--claim-start", help="Claimed outage start (RFC 3339 with offset): a claim's bundle instead.")
+@click.option("--claim-end", help="Claimed outage end (RFC 3339 with offset).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the bundle (JSON).")
-def evidence_export(config_path: str, policy_name: str, period: str, output: str) -> None:
-    """Write the evidence bundle of POLICY's report for PERIOD: the report, the signed batches and
-    maintenance versions it rests on, the agents' keys, and their proofs in the collector's log."""
+def evidence_export(config_path: str, policy_name: str, period: str | None, claim_start: str | None,
+                    claim_end: str | None, output: str) -> None:
+    """Write the evidence bundle of POLICY's report for PERIOD (or of a claimed outage checked
+    against the evidence, with --claim-start and --claim-end): the report or claim, the signed
+    batches and maintenance versions it rests on, the agents' keys, and their proofs in the
+    collector's log."""
     import os
     from datetime import datetime, timezone
 
@@ -661,11 +666,21 @@ def evidence_export(config_path: str, policy_name: str, period: str, output: str
     from collector.rules.periods import month_bounds
     from evidence.keys import BadKey, load_private_key
 
+    claim = claim_start is not None or claim_end is not None
+    if claim == (period is not None):
+        fail("--period: give either --period (a month's report) or --claim-start and --claim-end (a claim)")
     policy, config, expected = _resolve_policy(policy_name, config_path, {})
-    try:
-        _, end = month_bounds(period, policy.timezone)
-    except ValueError as err:
-        fail(f"--period: {err}")
+    if claim:
+        if claim_start is None or claim_end is None:
+            fail(f"--claim-{'start' if claim_start is None else 'end'}: required with the other one")
+        start_at, end = _cli_ts(claim_start, "--claim-start"), _cli_ts(claim_end, "--claim-end")
+        if end <= start_at:
+            fail("--claim-end: must be after --claim-start")
+    else:
+        try:
+            _, end = month_bounds(period, policy.timezone)
+        except ValueError as err:
+            fail(f"--period: {err}")
     key_file = log_key_path(config)
     try:
         # the collector's own key: a bundle signed by any other would verify with no one's
@@ -676,9 +691,11 @@ def evidence_export(config_path: str, policy_name: str, period: str, output: str
 
     async def work(session):
         keeper = await load_keeper(session, EvidenceLog(log_origin(config), key))
-        # a month not over yet is reported as of now, as the collector's report does
-        return keeper.export_report(policy, period, now=now, as_of=now if end > now else None,
-                                    expected_by_component=expected)
+        # a month (or claim) not over yet is judged as of now, as the collector does
+        as_of = now if end > now else None
+        if claim:
+            return keeper.export_claim(policy, start_at, end, now=now, as_of=as_of, expected_by_component=expected)
+        return keeper.export_report(policy, period, now=now, as_of=as_of, expected_by_component=expected)
 
     try:
         bundle = _run(_with_session(config.database_url, work))

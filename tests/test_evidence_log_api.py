@@ -258,3 +258,48 @@ async def test_the_api_serves_the_same_bundle_for_readers_and_names_bad_paramete
                                 ("/api/v1/evidence/nope?period=2026-11", 404, "nope")):
         resp = await api.get(path)
         assert resp.status == status and names in (await resp.json())["error"]
+
+
+async def test_a_claim_is_exported_over_the_api_and_the_cli_and_verifies(api, tmp_path, capsys) -> None:
+    from click.testing import CliRunner
+
+    from collector.cli import main as collector_main
+    from evidence.verify import main as verify_main
+
+    signer = AgentSigner("a1", KEY)
+    for minutes in (8, 7, 6):
+        await post_signed(api, signer, [result(minutes)])
+    now = datetime.now(timezone.utc)
+    start, end = rfc3339(now - timedelta(minutes=8)), rfc3339(now - timedelta(minutes=5))
+    resp = await api.get("/api/v1/evidence/gold", params={"start": start, "end": end})
+    assert resp.status == 200, await resp.text()
+    bundle = await resp.json()
+    assert bundle["kind"] == "claim" and bundle["claim"]["start"].startswith(start[:16])
+    out = tmp_path / "claim-api.json"
+    out.write_text(json.dumps(bundle))
+    capsys.readouterr()
+    assert await asyncio.to_thread(verify_main, ["--log-key", bundle["log"]["key"], str(out)]) == 0, capsys.readouterr()
+    assert "claimed outage" in capsys.readouterr().out
+    for params, names in (({"start": start}, "'start' and 'end'"), ({"start": end, "end": start}, "'end'"),
+                          ({"start": start, "end": end, "period": "2026-11"}, "'period' or 'start'")):
+        resp = await api.get("/api/v1/evidence/gold", params=params)
+        assert resp.status == 400 and names in (await resp.json())["error"]
+
+    config = tmp_path / "collector.yml"
+    config.write_text(json.dumps({
+        "database_url": api.state.config.database_url,
+        "evidence": {"log_key_file": str(api.key_file), "origin": "uptime.test/log"},
+        "agents": [{"id": "a1", "token": TOKEN, "public_key": public_key_text(KEY)}],
+        "checks": [{"name": "web", "type": "http", "interval": 60, "url": "http://127.0.0.1:1/", "timeout": "5s"}],
+        "policies": [{"name": "gold", "preset": "nexcess", "components": ["web"]}]}))
+    run = await asyncio.to_thread(CliRunner().invoke, collector_main, [
+        "evidence", "export", "--config", str(config), "--policy", "gold", "--claim-start", start,
+        "--claim-end", end, "-o", str(tmp_path / "claim-cli.json")])
+    assert run.exit_code == 0, run.output
+    assert await asyncio.to_thread(verify_main, [str(tmp_path / "claim-cli.json")]) == 0
+    for args, names in ((["--period", "2026-11", "--claim-start", start, "--claim-end", end], "--period"),
+                        (["--claim-start", start], "--claim-end"),
+                        (["--claim-start", end, "--claim-end", start], "--claim-end")):
+        run = await asyncio.to_thread(CliRunner().invoke, collector_main, [
+            "evidence", "export", "--config", str(config), "--policy", "gold", *args, "-o", str(tmp_path / "x.json")])
+        assert run.exit_code == 2 and names in run.output.strip().splitlines()[-1], run.output

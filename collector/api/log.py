@@ -138,25 +138,44 @@ async def get_evidence_bundle(request: web.Request) -> web.Response:
 
     elog = _evidence_log(request)
     state = request.app[STATE]
+    from .common import parse_ts
+
     policy = policy_named(request, request.match_info["policy"])
-    period = request.query.get("period") or datetime.now(timezone.utc).strftime("%Y-%m")
-    try:
-        _, end = month_bounds(period, policy.timezone)
-    except ValueError as err:
-        raise RequestError(f"query parameter 'period': {err}") from None
+    q = request.query
+    claim = "start" in q or "end" in q
+    if claim:
+        # a claimed outage checked against the evidence (Nexcess: Claimed vs Verified Outage)
+        if "period" in q:
+            raise RequestError("query parameters: give either 'period' or 'start' and 'end', not both")
+        start_at, end = parse_ts(q.get("start"), "start"), parse_ts(q.get("end"), "end")
+        if start_at is None or end is None:
+            raise RequestError("query parameters 'start' and 'end' are both required for a claim (RFC 3339)")
+        if end <= start_at:
+            raise RequestError("query parameter 'end': must be after 'start'")
+        period = f"claim-{start_at:%Y%m%dT%H%M}"
+    else:
+        period = q.get("period") or datetime.now(timezone.utc).strftime("%Y-%m")
+        try:
+            _, end = month_bounds(period, policy.timezone)
+        except ValueError as err:
+            raise RequestError(f"query parameter 'period': {err}") from None
     if _EXPORTING.locked():
         raise RequestError("another evidence bundle is being built: retry in a minute", 429, reason="busy")
     async with _EXPORTING:
         now = datetime.now(timezone.utc).replace(microsecond=0)
         async with state.sessionmaker() as session:
             keeper = await load_keeper(session, EvidenceLog(elog.origin, elog.key))
+        as_of = now if end > now else None  # not over yet: judged as of now, as the report does
+        expected = state.expected_by_component(policy)
         try:
-            # a month not over yet is reported as of now, as the report does
-            bundle = await asyncio.to_thread(keeper.export_report, policy, period, now=now,
-                                             as_of=now if end > now else None,
-                                             expected_by_component=state.expected_by_component(policy))
+            if claim:
+                bundle = await asyncio.to_thread(keeper.export_claim, policy, start_at, end, now=now, as_of=as_of,
+                                                 expected_by_component=expected)
+            else:
+                bundle = await asyncio.to_thread(keeper.export_report, policy, period, now=now, as_of=as_of,
+                                                 expected_by_component=expected)
         except ValueError as err:
-            raise RequestError(f"query parameter 'period': {err}", 422) from None
+            raise RequestError(f"query parameter '{'start' if claim else 'period'}': {err}", 422) from None
     filename = f"evidence-{policy.name}-{period}.json".replace('"', "")
     return json_response(bundle, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

@@ -198,10 +198,14 @@ def build_spec() -> dict[str, Any]:
                     "first": {"type": "integer"}, "second": {"type": "integer"},
                     "hashes": {"type": "array", "items": {"type": "string"}}}}), **_errors(400, 401, 503)}}},
             "/api/v1/evidence/{policy}": {"get": {
-                "summary": "Evidence bundle of one month's report (for `uptime-verify`): the report, signed batches, "
+                "summary": "Evidence bundle of one month's report, or of a claimed outage with start and end (for `uptime-verify`): the report or claim, signed batches, "
                            "maintenance records, agents' keys, inclusion proofs and the checkpoint",
                 "parameters": [{"name": "policy", "in": "path", "required": True, "schema": {"type": "string"}},
-                               {"name": "period", "in": "query", "schema": {"type": "string", "pattern": r"^\d{4}-\d{2}$"}}],
+                               {"name": "period", "in": "query", "schema": {"type": "string", "pattern": r"^\d{4}-\d{2}$"}},
+                               {"name": "start", "in": "query", "description": "a claim's bundle: claimed outage start",
+                                "schema": {"type": "string", "format": "date-time"}},
+                               {"name": "end", "in": "query", "description": "claimed outage end",
+                                "schema": {"type": "string", "format": "date-time"}}],
                 "responses": {"200": _json("Evidence bundle"), **_errors(400, 401, 404, 422, 429, 503)},
             }},
             "/api/v1/agents/{agent}": {"delete": {
