@@ -92,7 +92,7 @@ def latency_svg(service: str, medians: dict[str, dict[datetime, float]], hours: 
 
     title = f"Response time of {service}: median per hour, last {len(hours)} hours, by agent"
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="latency-chart" viewBox="0 0 {W} {H}" '
-             f'width="{W}" height="{H}" style="max-width:100%;height:auto" role="img" aria-labelledby="latency-title latency-desc">',
+             f'width="{W}" height="{H}" role="img" aria-labelledby="latency-title latency-desc">',
              f'<title id="latency-title">{escape(title)}</title>']
     if agents:
         desc = "; ".join(f"{a}: " + (", ".join(f"{h:%H}:00 {_ms(medians[a][h])}" for h in hours if h in medians[a])
@@ -127,8 +127,9 @@ def latency_svg(service: str, medians: dict[str, dict[datetime, float]], hours: 
                 if v is not None and medians[agent].get(h - HOUR) is None and medians[agent].get(h + HOUR) is None:
                     parts.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}"/>')
     parts.append("</svg>")
-    legend = "".join(f'<li><span style="color:{COLOURS[n % len(COLOURS)]}" aria-hidden="true">&#9632;</span> '
-                     f'{escape(a)}</li>' for n, a in enumerate(agents))
+    # swatches drawn, not styled: the pages' policy allows no style attributes
+    legend = "".join(f'<li><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" '
+                     f'fill="{COLOURS[n % len(COLOURS)]}"/></svg> {escape(a)}</li>' for n, a in enumerate(agents))
     return Markup("".join(parts) + (f'<ul class="chart-legend">{legend}</ul>' if legend else ""))
 
 
