@@ -532,28 +532,7 @@ async def replace_runs(session: AsyncSession, policy: str, start: datetime, end:
     A stored run that crosses an edge of the range keeps its part outside it, so that every
     instant is covered by at most one run whichever ranges the evaluator judged. With
     `judged_until`, the policy's progress moves to it (never back)."""
-    crossing = select(RoundRun).where(RoundRun.policy == policy, RoundRun.start < end, RoundRun.end > start)
-    for row in (await session.scalars(crossing)).all():
-        if row.start < start and row.end > end:      # the range lies inside it: split in two
-            session.add(RoundRun(policy=policy, start=end, end=row.end, verdict=row.verdict))
-            row.end = start
-        elif row.start < start:
-            row.end = start
-        elif row.end > end:
-            row.start = end
-        else:
-            await session.delete(row)
-    await session.flush()
-    if runs:
-        await session.execute(insert(RoundRun), [
-            {"policy": policy, "start": max(r.start, start), "end": min(r.end, end), "verdict": r.verdict.value}
-            for r in runs if min(r.end, end) > max(r.start, start)])
-    if judged_until is not None:
-        row = await session.get(PolicyProgress, policy)
-        if row is None:
-            session.add(PolicyProgress(policy=policy, judged_until=judged_until))
-        elif judged_until > row.judged_until:
-            row.judged_until = judged_until
+    await replace_runs_many(session, [(policy, start, end, runs, judged_until)])
 
 
 async def replace_runs_many(session: AsyncSession,
