@@ -67,6 +67,16 @@ class AgentSection(ConfigModel):
     # The agent's Ed25519 key that signs its batches (PEM, mode 0600), made at first start;
     # `{agent_id}` is replaced. Default: agent-{agent_id}.key in the spool's folder.
     key_file: str | None = None
+    # The client of `http` checks: `lean` (agent/probers/http_lean.py, asyncio and httptools: the
+    # same probe at a fraction of the CPU) or `aiohttp` (agent/probers/http.py). Journeys always use aiohttp.
+    http_client: str = "lean"
+
+    @field_validator("http_client")
+    @classmethod
+    def _http_client(cls, name: str) -> str:
+        if name not in ("lean", "aiohttp"):
+            raise ValueError(f"invalid http_client {name!r}: use lean (the default) or aiohttp")
+        return name
 
     @field_validator("id")
     @classmethod

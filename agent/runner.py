@@ -256,7 +256,8 @@ class Agent:
         t0 = time.perf_counter()
         loop_t0 = asyncio.get_running_loop().time()
         # the guard goes to every prober that connects where the check says (ICMP ignores it)
-        outcome = await run_probe(check, agent_id=self.agent_id, guard=self._guard)
+        outcome = await run_probe(check, agent_id=self.agent_id, guard=self._guard,
+                                  http_client=self.config.agent.http_client)
         duration = time.perf_counter() - t0
         if not outcome.ok and outcome.error in TIMING_REASONS:
             late = self._loop_lag.worst_since(loop_t0)

@@ -45,9 +45,17 @@ def config_hash(entry: CheckEntry | PolicyEntry) -> str:
     return hashlib.sha256(json.dumps(entry_json(entry), sort_keys=True).encode()).hexdigest()
 
 
+# How the status page shows an entry; left out of the stored entry while unset, so that an entry
+# written before these existed keeps its hash.
+_PRESENTATION_FIELDS = ("display_name", "group", "status_page")
+
+
 def entry_json(entry: CheckEntry | PolicyEntry) -> dict[str, Any]:
     data = entry.model_dump(mode="json")
     data.update(entry.model_extra or {})
+    for key in _PRESENTATION_FIELDS:
+        if key in data and data[key] == type(entry).model_fields[key].default:
+            del data[key]
     return data
 
 

@@ -1,4 +1,4 @@
-"""`uptime-collector`: serve, demo, migrate, agents, maintenance, report, verify-claim, presets.
+"""`uptime-collector`: serve, demo, migrate, agents, maintenance, incidents, report, verify-claim, presets.
 
 A user's mistake (bad config, bad input file, unknown policy) ends with one clear message on
 stderr and exit code 2; nothing is half-written and no traceback is shown.
@@ -305,19 +305,30 @@ async def _policies_in_force(session, config) -> dict:
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
 @click.option("--policy", required=True, help="The policy the maintenance is for.")
 @click.option("--kind", required=True, help="A maintenance kind the policy accepts (e.g. scheduled, emergency).")
-@click.option("--start", required=True, help="Start (RFC 3339 with offset).")
-@click.option("--end", required=True, help="End (RFC 3339 with offset).")
+@click.option("--start", required=True, help="Start (RFC 3339 with offset); with --rrule, the first occurrence (DTSTART).")
+@click.option("--end", help="End (RFC 3339 with offset); not with --rrule.")
+@click.option("--rrule", help="Recurring: an RFC 5545 RRULE, e.g. FREQ=WEEKLY;BYDAY=SU (at most hourly).")
+@click.option("--duration", help="With --rrule: each occurrence's length (2h, 90m, PT2H).")
+@click.option("--timezone", "tz_name", help="With --rrule: the zone the rule repeats in (default UTC).")
 @click.option("--announced", help="When notice was given, if before now (RFC 3339); shown as the stated time.")
 @click.option("--note", default="", help="What the maintenance is.")
 @click.option("--author", default="", help="Who records it (free text).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def maintenance_announce(config_path, policy, kind, start, end, announced, note, author, fmt) -> None:
-    """Record a maintenance announcement, validated exactly as POST /api/v1/maintenance."""
+def maintenance_announce(config_path, policy, kind, start, end, rrule, duration, tz_name, announced, note, author,
+                         fmt) -> None:
+    """Record a maintenance announcement, validated exactly as POST /api/v1/maintenance; with
+    --rrule and --duration, recurring maintenance whose every occurrence is judged as if
+    announced now."""
     from collector import store
     from collector.api.maintenance import judgement_of, record_of, validate_announcement
     from collector.errors import RequestError
 
     config = _load(config_path)
+    if rrule is not None or duration is not None or tz_name is not None:
+        _announce_series(config, policy, kind, start, end, rrule, duration, tz_name, announced, note, author, fmt)
+        return
+    if end is None:
+        fail("--end: required (or --rrule and --duration for recurring maintenance)")
     data = {"policy": policy, "kind": kind, "start": start, "end": end, "note": note, "author": author}
     if announced is not None:
         data["announced"] = announced
@@ -346,6 +357,55 @@ def maintenance_announce(config_path, policy, kind, start, end, announced, note,
             click.echo(f"  breaks {rule['rule']}: {rule['detail']}")
 
 
+def _announce_series(config, policy, kind, start, end, rrule, duration, tz_name, announced, note, author, fmt) -> None:
+    """`maintenance announce --rrule R --duration D`: a series, as POST /api/v1/maintenance with
+    `rrule` and `duration` records it (the same validation and messages, the options named)."""
+    from collector import store
+    from collector.api.maintenance import record_series, validate_series
+    from collector.errors import RequestError
+
+    for option, value in (("--rrule", rrule), ("--duration", duration)):
+        if value is None:
+            fail(f"{option}: required for recurring maintenance (--rrule with --duration)")
+    if end is not None:
+        fail("--end: recurring maintenance has a --duration (each occurrence's length), not an --end")
+    data = {"policy": policy, "kind": kind, "start": start, "rrule": rrule, "duration": duration, "note": note,
+            "author": author, "timezone": tz_name or "UTC"}
+    if announced is not None:
+        data["announced"] = announced
+
+    async def work(session):
+        policies = await _policies_in_force(session, config)
+        m, recurrence = validate_series(data, policies, store.utcnow())
+        return await record_series(session, m, recurrence, policies[m.policy], recorded_by="cli")
+
+    try:
+        out = _run(_with_session(config.database_url, work))
+    except RequestError as err:
+        fail(err.message)
+    if fmt == "json":
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"recorded maintenance series {out['id']}: {_series_line(out)}")
+    for o in out["judgement"] or []:
+        verdict = "compliant" if o["compliant"] else "breaks " + ", ".join(r["rule"] for r in o["broken_rules"])
+        click.echo(f"  {o['start']} to {o['end']}: {verdict}; notice: {o['notice']['detail']}")
+
+
+def _series_line(m: dict) -> str:
+    by = m["recorded_by"] + (f", {m['author']}" if m["author"] else "")
+    line = (f"{m['policy']} {m['kind']} {m['rrule']} for {m['duration']} from {m['start']} ({m['timezone']}), "
+            f"recorded {m['recorded_at']} ({by})")
+    if m["stated_announced"]:
+        line += f", stated announced {m['stated_announced']}"
+    if m["cancelled"]:
+        line += f"; CANCELLED {m['cancelled_at']} ({m['cancelled_by']})" + (f": {m['cancel_reason']}" if m["cancel_reason"] else "")
+    if m["cancelled_occurrences"]:
+        line += f"; {len(m['cancelled_occurrences'])} occurrence(s) cancelled"
+    nxt = [o["start"] for o in m["next_occurrences"] if not o["cancelled"]]
+    return line + (f"; next {nxt[0]}" if nxt else "") + (f" - {m['note']}" if m["note"] else "")
+
+
 def _maintenance_line(m: dict) -> str:
     by = m["recorded_by"] + (f", {m['author']}" if m["author"] else "")
     line = f"{m['policy']} {m['kind']} {m['start']} to {m['end']}, recorded {m['recorded_at']} ({by})"
@@ -365,17 +425,24 @@ def maintenance_list(config_path, policy, fmt) -> None:
     from collector import store
     from collector.api.maintenance import record_of
 
-    async def work(session):
-        return [record_of(r) for r in await store.list_maintenance(session, policy)]
+    from collector.api.maintenance import series_record
 
-    rows = _run(_with_session(_database_of(config_path), work))
+    async def work(session):
+        now = store.utcnow()
+        return ([record_of(r) for r in await store.list_maintenance(session, policy)],
+                [series_record(r, c, now) for r, c in await store.list_maintenance_series(session, policy)])
+
+    rows, series = _run(_with_session(_database_of(config_path), work))
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        # the one-off announcements, then the recurring series (told apart by their "rrule")
+        click.echo(json.dumps(rows + series, indent=2))
         return
-    if not rows:
+    if not rows and not series:
         click.echo("no maintenance announced" + (f" for {policy}" if policy else ""))
     for m in rows:
         click.echo(f"{m['id']:>5}  {_maintenance_line(m)}")
+    for m in series:
+        click.echo(f"   s{m['id']}  {_series_line(m)}")
 
 
 @maintenance.command("cancel")
@@ -408,6 +475,279 @@ def maintenance_cancel(id, config_path, reason, fmt) -> None:  # noqa: A002 (the
         click.echo(json.dumps(record, indent=2))
         return
     click.echo(f"cancelled maintenance {id}: {_maintenance_line(record)}")
+
+
+@main.group()
+def incidents() -> None:
+    """Open incidents, post updates, link evidence and list them (as the API does).
+
+    Every incident and update is stamped with the collector's clock and recorded as by "cli";
+    updates are only ever added, and the "resolved" update resolves the incident."""
+
+
+# The request fields of collector.api.incidents as the options that give them.
+_INCIDENT_OPTIONS = {"title": "--title", "impact": "--impact", "policies": "--policy", "status": "--status",
+                     "message": "--message", "author": "--author", "windows": "--window",
+                     "maintenance": "--maintenance", "postmortem_url": "--postmortem-url", "id": "ID"}
+
+
+def _incident_fail(err) -> None:
+    """The API's message with the field it names put as the option that gave it."""
+    field, sep, rest = err.message.partition(": ")
+    base = field.split("[", 1)[0]
+    fail(f"{_INCIDENT_OPTIONS[base]}: {rest}" if sep and base in _INCIDENT_OPTIONS else err.message)
+
+
+def _incident_lines(i: dict, full: bool = False) -> list[str]:
+    state = f"resolved {i['resolved_at']}" if i["resolved_at"] else "open"
+    head = f"{i['id']:>5}  [{i['impact']}] {i['title']} - {i['status']}, {state} ({', '.join(i['policies'])})"
+    if not full:
+        return [head]
+    lines = [head, f"       opened {i['created_at']} ({i['created_by']}{', ' + i['author'] if i['author'] else ''})"]
+    for u in i["updates"]:
+        by = u["recorded_by"] + (f", {u['author']}" if u["author"] else "")
+        lines.append(f"       {u['recorded_at']} {u['status']} ({by}): {u['message']}")
+    for w in i["windows"]:
+        lines.append(f"       window {w['id']}: {w['policy']} from {w['start']}")
+    for m in i["maintenance"]:
+        lines.append(f"       maintenance {m['id']}: {m['policy']} from {m['start']}")
+    if i["postmortem_url"]:
+        lines.append(f"       post-mortem: {i['postmortem_url']}")
+    return lines
+
+
+def _incident_out(record: dict, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo("\n".join(_incident_lines(record, full=True)))
+
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+_CONFIG = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+                       help="Collector YAML config.")
+_ID = click.IntRange(min=1, max=2**31 - 1)
+
+
+@incidents.command("open")
+@_CONFIG
+@click.option("--title", required=True, help="What readers see as the incident's name.")
+@click.option("--impact", required=True, type=click.Choice(["none", "minor", "major", "critical"]))
+@click.option("--policy", "policies", required=True, multiple=True, help="A service (policy) affected; repeatable.")
+@click.option("--status", default="investigating", show_default=True,
+              type=click.Choice(["investigating", "identified", "monitoring", "resolved"]))
+@click.option("--message", required=True, help="The first update's text.")
+@click.option("--author", default="", help="Who posts it (free text).")
+@click.option("--window", "windows", multiple=True, type=_ID, help="A verified outage window id to link; repeatable.")
+@click.option("--maintenance", "maintenance_ids", multiple=True, type=_ID,
+              help="A maintenance announcement id to link; repeatable.")
+@click.option("--postmortem-url", help="The post-mortem's http or https URL.")
+@_FORMAT
+def incidents_open(config_path, title, impact, policies, status, message, author, windows, maintenance_ids,
+                   postmortem_url, fmt) -> None:
+    """Open an incident with its first update, validated exactly as POST /api/v1/incidents."""
+    from collector import incidents as service
+    from collector.api.incidents import validate_incident
+    from collector.errors import RequestError
+
+    config = _load(config_path)
+    data = {"title": title, "impact": impact, "policies": list(policies), "status": status, "message": message,
+            "author": author, "windows": list(windows), "maintenance": list(maintenance_ids)}
+    if postmortem_url is not None:
+        data["postmortem_url"] = postmortem_url
+
+    async def work(session):
+        m = validate_incident(data, await _policies_in_force(session, config))
+        rec = await service.open_incident(
+            session, title=m.title, impact=m.impact, policies=m.policies, status=m.status, message=m.message,
+            author=m.author, recorded_by="cli", windows=m.windows, maintenance=m.maintenance,
+            postmortem_url=m.postmortem_url)
+        return service.record_of(rec)
+
+    try:
+        _incident_out(_run(_with_session(config.database_url, work)), fmt)
+    except RequestError as err:
+        _incident_fail(err)
+
+
+@incidents.command("update")
+@click.argument("id", type=_ID)
+@_CONFIG
+@click.option("--status", required=True, type=click.Choice(["investigating", "identified", "monitoring", "resolved"]))
+@click.option("--message", required=True, help="The update's text.")
+@click.option("--author", default="", help="Who posts it (free text).")
+@_FORMAT
+def incidents_update(id, config_path, status, message, author, fmt) -> None:  # noqa: A002 (the argument's name)
+    """Post an update on incident ID, validated as POST /api/v1/incidents/ID/updates; status
+    "resolved" resolves it, and a resolved incident takes no more updates."""
+    from collector import incidents as service
+    from collector.api.incidents import validate_update
+    from collector.errors import RequestError
+
+    try:
+        m = validate_update({"status": status, "message": message, "author": author})
+    except RequestError as err:
+        _incident_fail(err)
+
+    async def work(session):
+        return service.record_of(await service.post_update(session, id, status=m.status, message=m.message,
+                                                           author=m.author, recorded_by="cli"))
+
+    try:
+        _incident_out(_run(_with_session(_database_of(config_path), work)), fmt)
+    except RequestError as err:
+        _incident_fail(err)
+
+
+@incidents.command("link")
+@click.argument("id", type=_ID)
+@_CONFIG
+@click.option("--window", "windows", multiple=True, type=_ID, help="A verified outage window id to link; repeatable.")
+@click.option("--maintenance", "maintenance_ids", multiple=True, type=_ID,
+              help="A maintenance announcement id to link; repeatable.")
+@click.option("--postmortem-url", help="The post-mortem's http or https URL (set once).")
+@_FORMAT
+def incidents_link(id, config_path, windows, maintenance_ids, postmortem_url, fmt) -> None:  # noqa: A002
+    """Link windows and maintenance to incident ID, open or resolved, and set its post-mortem link:
+    all in one transaction, so a refused part records nothing."""
+    from collector import incidents as service
+    from collector.api.incidents import validate_links, validate_postmortem
+    from collector.errors import RequestError
+
+    if not windows and not maintenance_ids and postmortem_url is None:
+        fail("give --window, --maintenance or --postmortem-url")
+    try:
+        links = validate_links({"windows": list(windows), "maintenance": list(maintenance_ids)}) \
+            if windows or maintenance_ids else None
+        postmortem = validate_postmortem({"postmortem_url": postmortem_url}) if postmortem_url is not None else None
+    except RequestError as err:
+        _incident_fail(err)
+
+    async def work(session):
+        rec = await service.load_incident(session, id)
+        if rec is None:
+            raise RequestError(f"id: no incident with id {id}", 404)
+        if links is not None:
+            rec = await service.add_links(session, id, windows=links.windows, maintenance=links.maintenance,
+                                          linked_by="cli")
+        if postmortem is not None:
+            rec = await service.set_postmortem(session, id, postmortem.postmortem_url, by="cli")
+        return service.record_of(rec)
+
+    try:
+        _incident_out(_run(_with_session(_database_of(config_path), work)), fmt)
+    except RequestError as err:
+        _incident_fail(err)
+
+
+@incidents.command("list")
+@_CONFIG
+@click.option("--state", type=click.Choice(["open", "resolved"]), help="Only open or only resolved incidents.")
+@_FORMAT
+def incidents_list(config_path, state, fmt) -> None:
+    """List incidents, newest first."""
+    from collector import incidents as service
+
+    async def work(session):
+        return [service.record_of(r) for r in await service.list_incidents(session, state=state)]
+
+    rows = _run(_with_session(_database_of(config_path), work))
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no incidents" + (f" {state}" if state else ""))
+    for i in rows:
+        click.echo(_incident_lines(i)[0])
+
+
+@incidents.command("show")
+@click.argument("id", type=_ID)
+@_CONFIG
+@_FORMAT
+def incidents_show(id, config_path, fmt) -> None:  # noqa: A002 (the argument's name in --help)
+    """Show incident ID with every update and link."""
+    from collector import incidents as service
+
+    async def work(session):
+        rec = await service.load_incident(session, id)
+        return service.record_of(rec) if rec is not None else None
+
+    record = _run(_with_session(_database_of(config_path), work))
+    if record is None:
+        fail(f"ID: no incident with id {id}")
+    _incident_out(record, fmt)
+
+
+@maintenance.command("cancel-occurrence")
+@click.argument("series_id", type=click.IntRange(min=1, max=2**31 - 1))
+@click.option("--start", required=True, help="The occurrence's start (RFC 3339 with offset), as listed.")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("--reason", default="", help="Why it is cancelled.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def maintenance_cancel_occurrence(series_id, start, config_path, reason, fmt) -> None:
+    """Cancel one occurrence of recurring series SERIES_ID: it stays listed, cancelled, and excludes nothing."""
+    from protocol.timestamps import parse_rfc3339
+
+    from collector.api.maintenance import cancel_reason_from, cancel_series_occurrence
+    from collector.errors import RequestError
+
+    try:
+        moment = parse_rfc3339(start)
+    except (ValueError, OverflowError):
+        fail(f"--start: {start!r} is not an RFC 3339 timestamp with an offset")
+    try:
+        reason = cancel_reason_from(reason, None)
+    except RequestError as err:
+        fail(err.message)
+
+    async def work(session):
+        return await cancel_series_occurrence(session, series_id, moment, reason, cancelled_by="cli")
+
+    try:
+        out = _run(_with_session(_database_of(config_path), work))
+    except RequestError as err:
+        fail(("SERIES_ID" + err.message[2:]) if err.message.startswith("id:") else err.message)
+    if fmt == "json":
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"cancelled the occurrence {out['start']} to {out['end']} of series {series_id} "
+               f"({out['policy']} {out['kind']}) at {out['cancelled_at']}")
+
+
+@maintenance.command("cancel-series")
+@click.argument("series_id", type=click.IntRange(min=1, max=2**31 - 1))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Collector YAML config.")
+@click.option("--reason", default="", help="Why it is cancelled.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def maintenance_cancel_series(series_id, config_path, reason, fmt) -> None:
+    """Cancel recurring series SERIES_ID: it stays listed; no occurrence starting later excludes anything."""
+    from collector import store
+    from collector.api.maintenance import cancel_reason_from, series_record
+    from collector.errors import RequestError
+
+    try:
+        reason = cancel_reason_from(reason, None)
+    except RequestError as err:
+        fail(err.message)
+
+    async def work(session):
+        row, cancelled = await store.cancel_maintenance_series(session, series_id, cancelled_by="cli", reason=reason)
+        if row is None:
+            return None, False
+        _, cancellations = await store.maintenance_series(session, series_id)
+        return series_record(row, cancellations, store.utcnow()), cancelled
+
+    record, cancelled = _run(_with_session(_database_of(config_path), work))
+    if record is None:
+        fail(f"SERIES_ID: no maintenance series with id {series_id}")
+    if not cancelled:
+        fail(f"SERIES_ID: maintenance series {series_id} was already cancelled at {record['cancelled_at']}; "
+             "a cancellation stands")
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(f"cancelled maintenance series {series_id}: {_series_line(record)}")
 
 
 @main.command()

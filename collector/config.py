@@ -92,6 +92,10 @@ class OutageRule(_Strict):
         return self
 
 
+# A check's fields that only the collector reads; an agent receives the rest.
+COLLECTOR_ONLY_FIELDS = ("agents", "outage", "display_name", "group", "status_page")
+
+
 class CheckEntry(BaseModel):
     """A check as the collector knows it. Prober fields (url, host, ...) are validated by the
     agent's own check model, so both sides accept exactly the same checks."""
@@ -103,6 +107,12 @@ class CheckEntry(BaseModel):
     interval: Duration
     agents: list[str] | None = None  # None: every configured agent
     outage: OutageRule = OutageRule()
+    # the name the status page shows (default: the check's name)
+    display_name: str | None = Field(default=None, min_length=1, max_length=100)
+    # services with the same group are shown together on the status page, as their worst member
+    group: str | None = Field(default=None, min_length=1, max_length=100)
+    # a service of its own on the status page: true, false, or unset (yes unless a contract policy has it as a component)
+    status_page: bool | None = None
 
     @field_validator("type")
     @classmethod
@@ -122,7 +132,7 @@ class CheckEntry(BaseModel):
 
     def prober_spec(self) -> dict[str, Any]:
         """The check as an agent receives it (GET /api/v1/assignments)."""
-        spec = self.model_dump(mode="json", exclude={"agents", "outage"})
+        spec = self.model_dump(mode="json", exclude=set(COLLECTOR_ONLY_FIELDS))
         spec.update(self.model_extra or {})
         return spec
 
@@ -136,6 +146,12 @@ class PolicyEntry(_Strict):
     target_percent: float | None = Field(default=None, gt=0, le=100)
     commenced: str | None = None
     timezone: str | None = None
+    # the name the status page shows (default: the policy's name)
+    display_name: str | None = Field(default=None, min_length=1, max_length=100)
+    # services with the same group are shown together on the status page, as their worst member
+    group: str | None = Field(default=None, min_length=1, max_length=100)
+    # false leaves the service off the status page (its reports, API and badges stay)
+    status_page: bool = True
 
 
 NOTIFICATION_EVENTS = ("outage.verified", "outage.resolved", "maintenance.started", "maintenance.ended", "budget.threshold")
@@ -219,6 +235,10 @@ class Evaluation(_Strict):
     status_interval: Duration = 30.0
     # Shares of the month's downtime budget at which a budget.threshold notification is sent.
     budget_thresholds: list[float] = Field(default=[0.5, 0.8, 1.0])
+    # Policies are split into this many shards, each evaluated by one collector at a time (the
+    # holder of its lease), so that several collectors on one database share the evaluation.
+    # Every collector on a database must use the same number.
+    shards: int = Field(default=16, ge=1, le=1024)
 
 
 class RateLimit(_Strict):
@@ -291,8 +311,9 @@ class CollectorConfig(_Strict):
     ingest: Ingest = Ingest()
     evidence: Evidence = Evidence()
     retention: Retention = Retention()
-    # Periodic evaluation runs on one replica at a time: the holder of this lease, renewed every
-    # evaluation tick; another replica takes over once it expires (several collectors, one database).
+    # Each evaluation shard is judged by one replica at a time: the holder of its lease, renewed
+    # every evaluation tick; another replica takes it over once it expires (several collectors,
+    # one database). At least three evaluation intervals.
     lease_ttl: Duration = 10.0
     # An agent whose clock is off by more than this is flagged (metric and agents list): its slots
     # would not line up with the other vantage points', and the contracts' rounds need every

@@ -422,3 +422,101 @@ def make_engine(url: str) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class Incident(Base):
+    """An incident an operator declared on the status page: what is affected, how badly, and the
+    updates posted on it (IncidentUpdate, append-only). `created_at`, `resolved_at` and every
+    update's time are the collector's clock, never the caller's. `resolved_at` is set once, by the
+    "resolved" update; `updated_at` is the newest update's time (Numezis SaaS SLA §6: updates every
+    2-4 hours, so the page shows how old the latest one is); the post-mortem link is set once."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    impact: Mapped[str] = mapped_column(String(16))           # none, minor, major, critical
+    policies: Mapped[list] = mapped_column(JSON)              # the services (policies) affected
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    created_by: Mapped[str] = mapped_column(String(16))       # "api" or "cli"
+    author: Mapped[str] = mapped_column(String(128), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    postmortem_url: Mapped[str | None] = mapped_column(Text)
+    postmortem_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    postmortem_by: Mapped[str | None] = mapped_column(String(16))
+
+
+class IncidentUpdate(Base):
+    """One update of an incident: its status then and what the operator said. Only ever inserted."""
+
+    __tablename__ = "incident_updates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(Integer, ForeignKey("incidents.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))           # investigating, identified, monitoring, resolved
+    message: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str] = mapped_column(String(16))      # "api" or "cli"
+    author: Mapped[str] = mapped_column(String(128), default="")
+
+
+class IncidentLink(Base):
+    """An incident's link to a verified outage window or a maintenance announcement. Only ever
+    inserted. No foreign key to outage_windows: the evaluator replaces a window's row when the
+    window changes (an open window that ends gets a new row), so the window is also kept by what
+    names it across that, its policy and start; maintenance rows are never deleted."""
+
+    __tablename__ = "incident_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(Integer, ForeignKey("incidents.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))             # "window" or "maintenance"
+    target_id: Mapped[int] = mapped_column(Integer)
+    policy: Mapped[str] = mapped_column(String(128))
+    start: Mapped[datetime] = mapped_column(UTCDateTime())
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    linked_by: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (UniqueConstraint("incident_id", "kind", "target_id",
+                                       name="uq_incident_links_incident_id_kind_target_id"),)
+
+
+class MaintenanceSeries(Base):
+    """Recurring maintenance: an RFC 5545 RRULE from `start` (DTSTART) in `timezone`, each
+    occurrence lasting `duration_seconds` (collector.rules.recurrence). Evidence like a one-off
+    announcement: `recorded_at` is the collector's clock and every occurrence's notice is judged
+    from it; a cancellation sets `cancelled_at` and keeps the row; nothing else is ever updated."""
+
+    __tablename__ = "maintenance_series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    policy: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    start: Mapped[datetime] = mapped_column(UTCDateTime())
+    rrule: Mapped[str] = mapped_column(Text)
+    duration_seconds: Mapped[int] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    note: Mapped[str] = mapped_column(Text, default="")
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str] = mapped_column(String(16))           # "api" or "cli"
+    author: Mapped[str] = mapped_column(String(128), default="")
+    stated_announced: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_by: Mapped[str | None] = mapped_column(String(16))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class MaintenanceOccurrenceCancellation(Base):
+    """One occurrence of a series cancelled (by its start, UTC): it excludes nothing. One row per
+    occurrence: the first cancellation stands."""
+
+    __tablename__ = "occurrence_cancellations"
+    __table_args__ = (UniqueConstraint("series_id", "start", name="uq_occurrence_cancellations_series_id_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("maintenance_series.id"), index=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cancelled_by: Mapped[str] = mapped_column(String(16))
+    cancel_reason: Mapped[str] = mapped_column(Text, default="")

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Collection, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -80,9 +80,19 @@ class LivePolicy:
         that far (plus two rounds) from the newest settled round finds every new window."""
         return max(timedelta(seconds=self.policy.min_duration), self.interval) + 2 * self.interval
 
+    def backlog_before(self, settled: datetime) -> bool:
+        """Marked history left for a later tick (the per-tick budget): while some is, progress
+        does not move, so that everything before `judged_until` has been judged (the reports
+        from the rollups rely on it)."""
+        return any(lo < settled for lo, _ in self.dirty)
+
     def mark(self, first: datetime, last: datetime) -> None:
         """Add a stretch to judge again; stretches closer than the lookback are judged as one."""
         if self.first_slot is not None and first < self.first_slot:
+            # the stretch up to the old first slot was never judged (judging starts at the first
+            # evidence): judge it too, so that it is stored as UNKNOWN runs, not left unjudged
+            # (reports from the rollups take unjudged time inside [first slot, judged_until) as up)
+            last = max(last, self.first_slot)
             self.first_slot = first
         gap = self.lookback
         merged: list[tuple[datetime, datetime]] = []
@@ -174,11 +184,24 @@ class LiveEvaluator:
         for lp in self.policies:
             lp.windows_known = False
 
-    async def refresh_open_windows(self) -> None:
-        """A replica that does not evaluate still reports open outages (from the database)."""
+    def take_over(self, names: Collection[str]) -> None:
+        """The policies `names` were judged by another collector until now (an evaluation shard
+        taken over): their progress is read again from the database, so that the rounds judged by
+        nobody since it stopped are judged, and what other replicas stored is rescanned."""
+        self._last_scan = None
+        for lp in self.policies:
+            if lp.name in names:
+                lp.windows_known = False
+                lp.progress_loaded = False
+
+    async def refresh_open_windows(self, names: Collection[str] | None = None) -> None:
+        """A replica that does not evaluate (all policies, or those `names`) still reports open
+        outages (from the database)."""
         async with self.sessionmaker() as session:
             open_now = await store.open_windows(session)
         for lp in self.policies:
+            if names is not None and lp.name not in names:
+                continue
             start = open_now.get(lp.name)
             lp.open_window = {"start": start} if start is not None else None
 
@@ -192,23 +215,25 @@ class LiveEvaluator:
         """End of the last round whose grace period is over: later rounds may still get reports."""
         return slot_of(now - self.grace, lp.policy.interval)
 
-    async def tick(self, now: datetime | None = None) -> list[WindowEvent]:
+    async def tick(self, now: datetime | None = None, only: Collection[str] | None = None) -> list[WindowEvent]:
+        """One pass over all policies, or over those named in `only` (this collector's shards)."""
         async with self._ticking:
-            return await self._tick(now or datetime.now(timezone.utc))
+            return await self._tick(now or datetime.now(timezone.utc), only)
 
-    async def _tick(self, now: datetime) -> list[WindowEvent]:
+    async def _tick(self, now: datetime, only: Collection[str] | None = None) -> list[WindowEvent]:
         """One pass. Policies whose only work is their tail (the usual case: the newest rounds
         settled) are judged together with a bounded number of queries (`_judge_tails`); marked
         history (late or replayed results) and tails next to a stored window are judged one
         policy at a time, as their ranges may grow."""
         events: list[WindowEvent] = []
+        policies = self.policies if only is None else [lp for lp in self.policies if lp.name in only]
         try:
-            await self._load_progress([lp for lp in self.policies if not lp.progress_loaded], now)
+            await self._load_progress([lp for lp in policies if not lp.progress_loaded], now)
         except Exception:
             log.exception("loading evaluation progress failed")
         tails: list[tuple[LivePolicy, datetime, datetime]] = []
         single: list[tuple[LivePolicy, datetime, list, datetime | None]] = []
-        for lp in self.policies:
+        for lp in policies:
             if not lp.progress_loaded:
                 continue  # its progress could not be read: next tick
             settled = self.settled_until(lp, now)
@@ -378,7 +403,8 @@ class LiveEvaluator:
                 judged.append((lp, settled, start, rounds, after))
                 lp_events = _diff(lp.name, before, after)
                 judged[-1] += (lp_events,)
-            await store.replace_runs_many(session, [(lp.name, start, settled, runs_of(rounds, settled), settled)
+            await store.replace_runs_many(session, [(lp.name, start, settled, runs_of(rounds, settled),
+                                                     None if lp.backlog_before(settled) else settled)
                                                     for lp, settled, start, rounds, _, _ in judged])
             events = [e for *_, lp_events in judged for e in lp_events]
             if events and self.outbox is not None:
@@ -466,7 +492,7 @@ class LiveEvaluator:
                                                         until=None if is_tail else end)
             # the rollup of non-UP runs, judged again over the same range in the same transaction
             await store.replace_runs(session, lp.name, start, end, runs_of(rounds, end),
-                                     judged_until=settled if is_tail else None)
+                                     judged_until=settled if is_tail and not lp.backlog_before(settled) else None)
             events = _diff(lp.name, before, after)
             if events and self.outbox is not None:
                 # The notification is written in the same transaction as the window behind it.

@@ -1,6 +1,7 @@
 """The collector's background jobs, each a named function with the interval it runs at.
 
-Evaluation and retention run on one replica at a time, the holder of their lease in the database;
+Evaluation is shared: each evaluation shard is judged by the one replica holding its lease
+(collector.shards); retention runs on one replica at a time, the holder of its lease;
 the status refresh and notification delivery run on every replica (delivery claims row by row).
 `run_jobs` starts them on an APScheduler scheduler and, on shutdown, waits for the running ones
 before the engine is disposed.
@@ -22,17 +23,19 @@ log = logging.getLogger("uptime.collector.jobs")
 
 
 async def evaluate(state: CollectorState) -> None:
-    """Judge the rounds that settled and the ranges late results touched (the lease holder); the
-    other replicas follow the open windows it wrote."""
+    """Judge the rounds that settled and the ranges late results touched, for the policies of the
+    evaluation shards this collector holds (collector.shards); for the others it follows the open
+    windows their holders wrote."""
     await state.reload_checks()  # checks changed through another replica's API
     now = datetime.now(timezone.utc)
-    if await state.hold_lease("evaluation", now):
+    held = await state.hold_shards(now)
+    mine = state.policies_of(held)
+    if mine:
         with state.metrics.evaluation_seconds.time():
             await state.evaluator.scan_received(now)
-            await state.evaluator.tick(now)
-    else:
-        state.evaluator.lost_lead()
-        await state.evaluator.refresh_open_windows()
+            await state.holding_shards(state.evaluator.tick(now, only=mine))
+    if len(mine) < len(state.policies):
+        await state.evaluator.refresh_open_windows(names=set(state.policies) - mine)
 
 
 async def refresh_status(state: CollectorState) -> None:
@@ -47,7 +50,8 @@ async def deliver(state: CollectorState) -> None:
 
 
 async def retention(state: CollectorState) -> None:
-    """Raw results past `retention.raw` summarised per round and deleted (the lease holder)."""
+    """Raw results past `retention.raw` summarised per round and deleted (the lease holder): on
+    PostgreSQL a month wholly past it by dropping its partition; the months ahead are created."""
     if await state.hold_lease("retention", datetime.now(timezone.utc), ttl=state.config.retention.interval * 2):
         await state.expire_raw_results()
 

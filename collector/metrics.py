@@ -212,6 +212,12 @@ class _StateCollector(Collector):
         for name, held in sorted(self.state.leases.items()):
             leader.add_metric([name], 1.0 if held else 0.0)
         yield leader
+        shards = GaugeMetricFamily(
+            f"{NAMESPACE}_evaluation_shards_held",
+            "Evaluation shards whose lease this collector holds (of evaluation.shards, shared by the collectors).",
+        )
+        shards.add_metric([], float(len(self.state.shards_held)))
+        yield shards
         info = InfoMetricFamily(f"{NAMESPACE}_build", "Collector build information.")
         info.add_metric([], {"version": self.state.version})
         yield info

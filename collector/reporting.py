@@ -9,39 +9,73 @@ from typing import Any, Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from collector import store
+from collector import rollup_reports, store
+from collector.rollup_reports import _previous_period, announcement_of, margin_of
 from collector.db import Maintenance
 from collector.offload import run_off_loop
 from collector.rules.model import Announcement
 from collector.rules.offline import evaluate_offline
 from collector.rules.periods import month_bounds, next_period, parse_period, previous_period
 from collector.rules.policy import Policy
+from collector.rules.recurrence import (CancelledOccurrence, MaintenanceSeries, Recurrence, expand_maintenance,
+                                        judged_range)
 from collector.rules.report import verify_claim
 from collector.rules.rounds import evaluate_rounds, slot_of
 from collector.rules.windows import find_windows
 
 
-def announcement_of(row: Maintenance) -> Announcement:
-    """The rules core's view of a stored announcement."""
-    return Announcement(kind=row.kind, announced=row.stated_announced, start=row.start, end=row.end,
-                        note=row.note or "", recorded_at=row.recorded_at, recorded_by=row.recorded_by,
-                        author=row.author or "", cancelled_at=row.cancelled_at, cancel_reason=row.cancel_reason or "",
-                        id=row.id)
+def series_of(row, cancellations=()) -> MaintenanceSeries:
+    """The rules core's view of a stored series (collector.db.MaintenanceSeries) and its
+    cancelled occurrences."""
+    recurrence = Recurrence(row.rrule, row.start, timedelta(seconds=row.duration_seconds), row.timezone)
+    return MaintenanceSeries(
+        kind=row.kind, recurrence=recurrence, recorded_at=row.recorded_at, announced=row.stated_announced,
+        note=row.note or "", recorded_by=row.recorded_by, author=row.author or "", cancelled_at=row.cancelled_at,
+        cancel_reason=row.cancel_reason or "", id=row.id,
+        cancelled_occurrences=tuple(CancelledOccurrence(c.start, c.cancelled_at, c.cancel_reason or "", c.cancelled_by)
+                                    for c in cancellations))
 
 
-async def load_maintenance(session: AsyncSession, policy: str, *, include_cancelled: bool = False) -> list[Announcement]:
+# Without a range, the occurrences of series this close to now (what maintenance notifications,
+# which look a day back, need).
+AROUND_NOW = timedelta(days=2)
+
+
+async def load_maintenance(session: AsyncSession, policy: str, *, include_cancelled: bool = False,
+                           start: datetime | None = None, end: datetime | None = None) -> list[Announcement]:
     """The policy's announcements in start order; cancelled ones only with `include_cancelled`
-    (reports list them, excluding nothing; notifications leave them out)."""
+    (reports list them, excluding nothing; notifications leave them out).
+
+    Recurring maintenance is expanded here, the one place reports, claims, the live month-to-date
+    report and notifications load it from: each occurrence overlapping [start, end) (default: now
+    +- AROUND_NOW) becomes an announcement recorded when its series was. Give whole local months
+    (rules.recurrence.judged_range) where monthly budgets are judged."""
     stmt = select(Maintenance).where(Maintenance.policy == policy).order_by(Maintenance.start, Maintenance.id)
     if not include_cancelled:
         stmt = stmt.where(Maintenance.cancelled_at.is_(None))
-    return [announcement_of(r) for r in (await session.scalars(stmt)).all()]
+    announcements = [announcement_of(r) for r in (await session.scalars(stmt)).all()]
+    occurrences = await load_series_occurrences(session, policy, start, end, include_cancelled=include_cancelled)
+    if not occurrences:
+        return announcements
+    return sorted([*announcements, *occurrences], key=lambda a: (a.start, a.recorded))
+
+
+async def load_series_occurrences(session: AsyncSession, policy: str, start: datetime | None, end: datetime | None,
+                                  *, include_cancelled: bool = True) -> list[Announcement]:
+    """The occurrences of the policy's recurring series overlapping [start, end) (default: now
+    +- AROUND_NOW), each an announcement recorded when its series was (load_maintenance)."""
+    series = await store.list_maintenance_series(session, policy)
+    if not series:
+        return []
+    if start is None or end is None:
+        now = datetime.now(timezone.utc)
+        start, end = start or now - AROUND_NOW, end or now + AROUND_NOW
+    return expand_maintenance([series_of(row, cancelled) for row, cancelled in series], start, end,
+                              include_cancelled=include_cancelled)
 
 
 async def _observations_around(session: AsyncSession, policy: Policy, start: datetime, end: datetime):
-    # A run that crosses the range's edges is judged whole: look a day beyond each edge (runs
-    # longer than that are extended step by step by the core's own lookback in evaluate_offline).
-    margin = timedelta(days=1) + timedelta(seconds=policy.min_duration)
+    margin = margin_of(policy)
     return await store.load_observations(session, policy.components, start - margin, end + margin)
 
 
@@ -63,9 +97,29 @@ async def report_from_db(
 
 async def _report_from_db(session: AsyncSession, policy: Policy, period: str, extra_maintenance: Sequence[Announcement],
                           expected_by_component: dict[str, list[str]] | None, now: datetime) -> dict[str, Any]:
+    # from the evaluator's rollups where they cover the month (the same dict, from a few rows);
+    # they read one-off announcements themselves: the series' occurrences of the month and the two
+    # before it (the history) come with the extra ones, as load_maintenance expands them
+    judged = month_bounds(_previous_period(period, 2), policy.timezone)[0], month_bounds(period, policy.timezone)[1]
+    recurring = [*expand_maintenance(extra_maintenance, *judged),
+                 *await load_series_occurrences(session, policy.name, *judged)]
+    report = await rollup_reports.month_report(session, policy, period, now=now, extra_maintenance=recurring)
+    if report is not None:
+        return report
+    return await _raw_report_from_db(session, policy, period, extra_maintenance, expected_by_component, now)
+
+
+async def _raw_report_from_db(session: AsyncSession, policy: Policy, period: str,
+                              extra_maintenance: Sequence[Announcement],
+                              expected_by_component: dict[str, list[str]] | None, now: datetime) -> dict[str, Any]:
+    """The month judged afresh from the raw results (and round summaries)."""
     start, end = month_bounds(period, policy.timezone)
     observations = await _observations_around(session, policy, start, end)
-    maintenance = [*await load_maintenance(session, policy.name, include_cancelled=True), *extra_maintenance]
+    # the month and the two before it (the history below), each whole for its monthly budgets
+    maintenance = [*await load_maintenance(session, policy.name, include_cancelled=True,
+                                           start=month_bounds(_previous_period(period, 2), policy.timezone)[0],
+                                           end=end),
+                   *extra_maintenance]
     history = []
     for back in (1, 2):
         prev = _previous_period(period, back)
@@ -99,14 +153,32 @@ async def claim_from_db(
 async def _claim_from_db(session: AsyncSession, policy: Policy, claim_start: datetime, claim_end: datetime,
                          extra_maintenance: Sequence[Announcement],
                          expected_by_component: dict[str, list[str]] | None) -> dict[str, Any]:
+    # series' occurrences in the claim's whole local months come with the extra ones (_report_from_db)
+    months = judged_range(policy.tz, claim_start, claim_end)
+    recurring = [*expand_maintenance(extra_maintenance, *months),
+                 *await load_series_occurrences(session, policy.name, *months)]
+    claim = await rollup_reports.claim(session, policy, claim_start, claim_end, extra_maintenance=recurring)
+    if claim is not None:
+        return claim
+    return await _raw_claim_from_db(session, policy, claim_start, claim_end, extra_maintenance, expected_by_component)
+
+
+async def _raw_claim_from_db(session: AsyncSession, policy: Policy, claim_start: datetime, claim_end: datetime,
+                             extra_maintenance: Sequence[Announcement],
+                             expected_by_component: dict[str, list[str]] | None) -> dict[str, Any]:
     observations = await _observations_around(session, policy, claim_start, claim_end)
-    maintenance = [*await load_maintenance(session, policy.name, include_cancelled=True), *extra_maintenance]
+    # whole local months around the claim: a kind's monthly budget is used in start order
+    months = judged_range(policy.tz, claim_start, claim_end)
+    maintenance = [*await load_maintenance(session, policy.name, include_cancelled=True, start=months[0], end=months[1]),
+                   *extra_maintenance]
     return claim_from_observations(policy, observations, claim_start, claim_end, maintenance,
                                    expected_by_component=expected_by_component)
 
 
 def claim_from_observations(policy: Policy, observations, claim_start, claim_end, maintenance, *,
                             expected_by_component=None) -> dict[str, Any]:
+    # series from an offline file: their occurrences in the claim's whole local months
+    maintenance = expand_maintenance(maintenance, *judged_range(policy.tz, claim_start, claim_end))
     if observations:
         first = min(o.ts for o in observations)
         last = max(o.ts for o in observations)
@@ -271,7 +343,3 @@ def render_range_csv(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _previous_period(period: str, back: int) -> str:
-    year, month = (int(x) for x in period.split("-"))
-    index = year * 12 + (month - 1) - back
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"

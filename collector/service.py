@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -12,13 +13,14 @@ from typing import Any, Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from collector import notify, store
+from collector import notify, partitions, store
 from collector.checks import check_set, policy_for_entry, policy_set, provisioned_policy_rows, provisioned_rows
 from collector.config import CheckEntry, CollectorConfig, ConfigError, PolicyEntry
 from collector.db import Check, ContractPolicy, make_engine, make_sessionmaker
 from collector.evaluator import RESCAN_ON_LEAD, LiveEvaluator, LivePolicy, WindowEvent
 from collector.metrics import CollectorMetrics, LastProbe
 from collector.notify import Deliverer
+from collector.shards import ShardClaimer, shard_lease, shard_of
 from collector.rules.policy import Policy, PolicyError
 
 log = logging.getLogger("uptime.collector")
@@ -105,6 +107,7 @@ class CollectorState:
     leases: dict[str, bool] = field(default_factory=dict)
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
     deliverer: Deliverer | None = None
+    shard_claimer: ShardClaimer | None = None  # the evaluation shards this collector holds
     version: str = VERSION
 
     @classmethod
@@ -140,6 +143,7 @@ class CollectorState:
         evaluator.outbox = state.enqueue_window_events
         evaluator.replica = state.instance_id
         state.deliverer = Deliverer(sessionmaker, config.notifications)
+        state.shard_claimer = ShardClaimer(sessionmaker, state.instance_id, config.evaluation.shards)
         metrics.attach(state)
         return state
 
@@ -211,7 +215,7 @@ class CollectorState:
     # --- replicas -------------------------------------------------------------------------------
 
     async def hold_lease(self, name: str, now: datetime, ttl: float | None = None) -> bool:
-        ttl = ttl if ttl is not None else max(self.config.lease_ttl, 3 * self.config.evaluation.interval)
+        ttl = ttl if ttl is not None else self.lease_ttl()
         async with self.sessionmaker() as session:
             held = await store.hold_lease(session, name, self.instance_id, ttl, now)
             await session.commit()
@@ -219,6 +223,54 @@ class CollectorState:
             log.info("%s lease %s by this collector (%s)", name, "taken" if held else "held elsewhere", self.instance_id)
         self.leases[name] = held
         return held
+
+    def lease_ttl(self) -> float:
+        return max(self.config.lease_ttl, 3 * self.config.evaluation.interval)
+
+    async def hold_shards(self, now: datetime) -> frozenset[int]:
+        """Renew, take and give back evaluation shards (collector.shards); the policies of a shard
+        taken from another collector are judged again from what the database says."""
+        before = self.shard_claimer.held
+        claim = await self.shard_claimer.claim(now, self.lease_ttl())
+        for n in range(self.shard_claimer.shards):
+            self.leases[shard_lease(n)] = n in claim.held
+        gained = claim.held - before
+        if gained:
+            self.evaluator.take_over(self.policies_of(gained))
+        return claim.held
+
+    async def holding_shards(self, work: Awaitable[Any]) -> Any:
+        """Await `work` (an evaluation pass), renewing the shard leases every evaluation interval
+        while it runs, so that a pass longer than the lease ttl (thousands of policies on a busy
+        machine) does not hand its shards to another collector half-way. SQLite is one process's
+        database: nobody else could take them."""
+        if self.engine.dialect.name == "sqlite" or self.shard_claimer is None:
+            return await work
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.config.evaluation.interval)
+                if done:
+                    return task.result()
+                try:
+                    lost = await self.shard_claimer.renew(datetime.now(timezone.utc), self.lease_ttl())
+                except Exception:  # the database is away: the pass will say so; the leases may lapse
+                    log.warning("could not renew the evaluation shards during a pass", exc_info=True)
+                    continue
+                for n in lost:
+                    self.leases[shard_lease(n)] = False
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    def policies_of(self, shards: frozenset[int] | set[int]) -> set[str]:
+        """Names of the policies in force that belong to `shards`."""
+        count = self.config.evaluation.shards
+        return {name for name in self.policies if shard_of(name, count) in shards}
+
+    @property
+    def shards_held(self) -> frozenset[int]:
+        return self.shard_claimer.held if self.shard_claimer is not None else frozenset()
 
     async def release_leases(self) -> None:
         """On a clean stop another replica takes over at once instead of after the lease expires."""
@@ -228,13 +280,19 @@ class CollectorState:
                     if held:
                         await store.release_lease(session, name, self.instance_id)
                 await session.commit()
+            if self.shard_claimer is not None:
+                await self.shard_claimer.release()  # and this collector's own lease: one fewer live
         except Exception:  # the database may be gone; the leases then simply expire
             log.warning("could not release leases at shutdown")
 
     async def expire_raw_results(self) -> int:
+        """Raw results older than `retention.raw` summarised per round, then removed: on
+        PostgreSQL the months wholly past it by dropping their partitions, the rest row by row;
+        then the partitions of the months ingest writes to are made (collector.partitions)."""
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.config.retention.raw)
-        total = 0
-        while True:
+        expired = await partitions.expire_partitions(self.sessionmaker, cutoff)
+        total = expired.results
+        while not expired.deferred:
             async with self.sessionmaker() as session:
                 removed = await store.roll_up_and_expire(session, cutoff)
                 await session.commit()
@@ -247,7 +305,15 @@ class CollectorState:
             await session.commit()
         if total:
             log.info("retention: %d raw results older than %s summarised per round and removed", total, cutoff.isoformat())
+        await self.ensure_result_partitions()
         return total
+
+    async def ensure_result_partitions(self) -> list[str]:
+        """The results partitions of the months ingest can write to (PostgreSQL; at start-up and
+        from the retention job)."""
+        return await partitions.ensure_partitions(self.sessionmaker, datetime.now(timezone.utc),
+                                                  max_result_age=self.config.ingest.max_result_age,
+                                                  retention_raw=self.config.retention.raw)
 
     def expected_by_component(self, policy: Policy) -> dict[str, list[str]]:
         return expected_agents(self.config, policy.components, self.checks)
@@ -266,6 +332,7 @@ class CollectorState:
             await store.sync_provisioned(session, Check, provisioned_rows(self.config))
             await store.sync_provisioned(session, ContractPolicy, provisioned_policy_rows(self.config))
             await session.commit()
+        await self.ensure_result_partitions()
         await self.reload_checks()
         await self.refresh_contacts()
 

@@ -16,7 +16,7 @@ from evidence import keys as evidence_keys
 
 from collector.db import (
     Agent, AgentKey, Batch, BatchMember, Check, LogEntry, LogState, ContractPolicy, IngestMark, Lease, Maintenance, OutageWindow, PolicyProgress, Result, RoundRun,
-    RoundSummary,
+    RoundSummary, MaintenanceOccurrenceCancellation, MaintenanceSeries,
 )
 from collector.rules.model import Observation
 
@@ -181,6 +181,117 @@ async def cancel_maintenance(session: AsyncSession, maintenance_id: int, *, canc
     if done.rowcount == 1 and row is not None:
         await log_maintenance(session, row)
     return row, done.rowcount == 1
+
+
+# -- recurring maintenance (collector.rules.recurrence) ----------------------------------------
+
+SERIES_FIELDS = ("author", "cancel_reason", "cancelled_at", "cancelled_by", "duration_seconds", "id", "kind", "note",
+                 "policy", "recorded_at", "recorded_by", "rrule", "start", "stated_announced", "timezone")
+
+
+def _canonical_fields(row: Any, names: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        value = getattr(row, name)
+        out[name] = evidence_canonical.canonical_time(value) if isinstance(value, datetime) else value
+    return out
+
+
+async def log_maintenance_series(session: AsyncSession, row: MaintenanceSeries) -> int:
+    """Append the series as it stands now (recorded, or cancelled) to the log, as log_maintenance
+    does for a one-off announcement."""
+    entry = evidence_canonical.canonical_json({"record": _canonical_fields(row, SERIES_FIELDS),
+                                               "type": "maintenance_series"})
+    # its own kind: the log's "maintenance" entries are one-off records by their id (collector.api.log)
+    return await append_log(session, entry, "maintenance_series")
+
+
+async def add_maintenance_series(session: AsyncSession, policy: str, kind: str, start: datetime, rrule: str,
+                                 duration_seconds: int, timezone_name: str, note: str, *, recorded_by: str,
+                                 stated_announced: datetime | None = None, author: str = "",
+                                 now: datetime | None = None) -> MaintenanceSeries:
+    """Record a series (validated by the caller, collector.rules.recurrence.parse_recurrence);
+    `recorded_at` is this process's clock (`now` only for tests)."""
+    row = MaintenanceSeries(policy=policy, kind=kind, start=start, rrule=rrule, duration_seconds=duration_seconds,
+                            timezone=timezone_name, note=note, recorded_at=now or utcnow(), recorded_by=recorded_by,
+                            author=author, stated_announced=stated_announced)
+    session.add(row)
+    await session.flush()
+    await log_maintenance_series(session, row)
+    return row
+
+
+async def list_maintenance_series(session: AsyncSession, policy: str | None = None
+                                  ) -> list[tuple[MaintenanceSeries, list[MaintenanceOccurrenceCancellation]]]:
+    """Every series (cancelled ones too) with its cancelled occurrences, of one policy or all."""
+    stmt = select(MaintenanceSeries).order_by(MaintenanceSeries.start, MaintenanceSeries.id)
+    if policy is not None:
+        stmt = stmt.where(MaintenanceSeries.policy == policy)
+    rows = list((await session.scalars(stmt)).all())
+    if not rows:
+        return []
+    cancellations: dict[int, list[MaintenanceOccurrenceCancellation]] = {r.id: [] for r in rows}
+    ids = list(cancellations)
+    for i in range(0, len(ids), IN_CHUNK):
+        found = await session.scalars(select(MaintenanceOccurrenceCancellation)
+                                      .where(MaintenanceOccurrenceCancellation.series_id.in_(ids[i:i + IN_CHUNK]))
+                                      .order_by(MaintenanceOccurrenceCancellation.start))
+        for c in found.all():
+            cancellations[c.series_id].append(c)
+    return [(r, cancellations[r.id]) for r in rows]
+
+
+async def maintenance_series(session: AsyncSession, series_id: int
+                             ) -> tuple[MaintenanceSeries | None, list[MaintenanceOccurrenceCancellation]]:
+    """One series and its cancelled occurrences; (None, []) when there is none."""
+    row = await session.get(MaintenanceSeries, series_id)
+    if row is None:
+        return None, []
+    found = await session.scalars(select(MaintenanceOccurrenceCancellation)
+                                  .where(MaintenanceOccurrenceCancellation.series_id == series_id)
+                                  .order_by(MaintenanceOccurrenceCancellation.start))
+    return row, list(found.all())
+
+
+async def cancel_maintenance_series(session: AsyncSession, series_id: int, *, cancelled_by: str,
+                                    reason: str) -> tuple[MaintenanceSeries | None, bool]:
+    """Mark a series cancelled, as cancel_maintenance: (row, True), (row, False) when it already
+    was, (None, False) when there is none; a conditional UPDATE, so the first cancellation stands."""
+    done = await session.execute(
+        update(MaintenanceSeries).where(MaintenanceSeries.id == series_id, MaintenanceSeries.cancelled_at.is_(None))
+        .values(cancelled_at=utcnow(), cancelled_by=cancelled_by, cancel_reason=reason)
+        .execution_options(synchronize_session=False))
+    row = await session.get(MaintenanceSeries, series_id, populate_existing=True)
+    if done.rowcount == 1 and row is not None:
+        await log_maintenance_series(session, row)
+    return row, done.rowcount == 1
+
+
+async def cancel_occurrence(session: AsyncSession, series_id: int, start: datetime, *, cancelled_by: str,
+                            reason: str) -> tuple[MaintenanceOccurrenceCancellation, bool]:
+    """Cancel one occurrence (its start is checked by the caller): (row, True), or the standing
+    cancellation and False when it was cancelled before. An INSERT that skips a conflict on
+    (series_id, start), so two cancellations racing cannot both win."""
+    now = utcnow()
+    values = {"series_id": series_id, "start": start, "cancelled_at": now, "cancelled_by": cancelled_by,
+              "cancel_reason": reason}
+    table = MaintenanceOccurrenceCancellation.__table__
+    if _dialect(session) == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing(
+            index_elements=["series_id", "start"])
+    else:
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=["series_id", "start"])
+    done = await session.execute(stmt)
+    row = await session.scalar(select(MaintenanceOccurrenceCancellation).where(
+        MaintenanceOccurrenceCancellation.series_id == series_id, MaintenanceOccurrenceCancellation.start == start)
+        .execution_options(populate_existing=True))
+    created = done.rowcount == 1
+    if created:
+        entry = evidence_canonical.canonical_json({
+            "record": _canonical_fields(row, ("cancel_reason", "cancelled_at", "cancelled_by", "series_id", "start")),
+            "type": "maintenance_occurrence_cancelled"})
+        await append_log(session, entry, "maintenance_series")
+    return row, created
 
 
 async def agent_by_token_hash(session: AsyncSession, token_hash: str) -> Agent | None:
@@ -407,6 +518,68 @@ async def release_lease(session: AsyncSession, name: str, holder: str) -> None:
     await session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
 
 
+async def leases_named(session: AsyncSession, prefix: str) -> list[Lease]:
+    """Every lease whose name starts with `prefix` (held or expired)."""
+    stmt = select(Lease).where(Lease.name.startswith(prefix, autoescape=True)).order_by(Lease.name)
+    return list((await session.scalars(stmt)).all())
+
+
+async def renew_leases(session: AsyncSession, names: Sequence[str], holder: str, ttl: float, now: datetime) -> set[str]:
+    """Renew those of `names` that `holder` still holds (one conditional UPDATE); the names
+    returned are the ones renewed, any other was taken by another replica meanwhile."""
+    if not names:
+        return set()
+    renewed = await session.execute(
+        update(Lease).where(Lease.name.in_(list(names)), Lease.holder == holder)
+        .values(expires_at=now + timedelta(seconds=ttl)).returning(Lease.name)
+    )
+    return set(renewed.scalars().all())
+
+
+async def release_leases(session: AsyncSession, names: Sequence[str], holder: str) -> None:
+    if names:
+        await session.execute(delete(Lease).where(Lease.name.in_(list(names)), Lease.holder == holder))
+
+
+async def drop_expired_leases(session: AsyncSession, prefix: str, before: datetime) -> int:
+    result = await session.execute(
+        delete(Lease).where(Lease.name.startswith(prefix, autoescape=True), Lease.expires_at < before))
+    return result.rowcount
+
+
+async def summarise_rounds(session: AsyncSession, check: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Merge raw rows (slot, agent, ok, degraded) of one check into its round summaries: an
+    agent's verdict in a slot is success if any of its attempts succeeded, and a slot summarised
+    before (rows over several calls) is merged, so summarising the same rows again changes
+    nothing. Shared by the row-by-row expiry below and the partition drop (collector.partitions)."""
+    verdicts: dict[datetime, dict[str, bool]] = {}
+    slow: dict[datetime, set[str]] = {}  # agents whose success in the slot was degraded
+    for slot, agent, ok, degraded in rows:
+        group = verdicts.setdefault(slot, {})
+        group[agent] = group.get(agent, False) or bool(ok)
+        if ok and degraded:
+            slow.setdefault(slot, set()).add(agent)
+    existing = {}
+    for chunk in _chunks(list(verdicts)):
+        existing.update({r.slot: r for r in (await session.scalars(
+            select(RoundSummary).where(RoundSummary.check == check, RoundSummary.slot.in_(chunk)))).all()})
+    for slot, group in verdicts.items():
+        row = existing.get(slot)
+        if row is not None:
+            for a in row.succeeded:
+                group[a] = True
+            for a in row.failed:
+                group.setdefault(a, False)
+            row.succeeded = sorted(a for a, ok in group.items() if ok)
+            row.failed = sorted(a for a, ok in group.items() if not ok)
+            row.degraded = sorted(set(row.degraded or ()) | slow.get(slot, set())) or None
+        else:
+            session.add(RoundSummary(check=check, slot=slot, succeeded=sorted(a for a, ok in group.items() if ok),
+                                     failed=sorted(a for a, ok in group.items() if not ok),
+                                     degraded=sorted(slow.get(slot, ())) or None))
+    await session.flush()
+
+
 async def roll_up_and_expire(session: AsyncSession, cutoff: datetime, max_rows: int = 200_000) -> int:
     """Summarise the raw results of slots before `cutoff` into round summaries, then delete them.
 
@@ -424,32 +597,7 @@ async def roll_up_and_expire(session: AsyncSession, cutoff: datetime, max_rows: 
         boundary = cutoff
         if len(rows) == max_rows:
             boundary = rows[-1][0]  # that slot may continue past the limit: it waits for the next call
-        verdicts: dict[datetime, dict[str, bool]] = {}
-        slow: dict[datetime, set[str]] = {}  # agents whose success in the slot was degraded
-        for slot, agent, ok, degraded in rows:
-            if slot < boundary:
-                group = verdicts.setdefault(slot, {})
-                group[agent] = group.get(agent, False) or bool(ok)
-                if ok and degraded:
-                    slow.setdefault(slot, set()).add(agent)
-        existing = {r.slot: r for r in (await session.scalars(
-            select(RoundSummary).where(RoundSummary.check == check, RoundSummary.slot.in_(list(verdicts)))
-        )).all()} if verdicts else {}
-        for slot, group in verdicts.items():
-            row = existing.get(slot)
-            if row is not None:  # a slot summarised before (e.g. rows over two calls): merge
-                for a in row.succeeded:
-                    group[a] = True
-                for a in row.failed:
-                    group.setdefault(a, False)
-                row.succeeded = sorted(a for a, ok in group.items() if ok)
-                row.failed = sorted(a for a, ok in group.items() if not ok)
-                row.degraded = sorted(set(row.degraded or ()) | slow.get(slot, set())) or None
-            else:
-                session.add(RoundSummary(check=check, slot=slot, succeeded=sorted(a for a, ok in group.items() if ok),
-                                         failed=sorted(a for a, ok in group.items() if not ok),
-                                         degraded=sorted(slow.get(slot, ())) or None))
-        await session.flush()
+        await summarise_rounds(session, check, [r for r in rows if r[0] < boundary])
         result = await session.execute(delete(Result).where(Result.check == check, Result.slot < boundary))
         removed += result.rowcount
         if removed >= max_rows:
@@ -631,6 +779,43 @@ async def last_run_ends(session: AsyncSession, policies: Sequence[str]) -> dict[
 async def judged_until(session: AsyncSession, policies: Sequence[str]) -> dict[str, datetime]:
     stmt = select(PolicyProgress.policy, PolicyProgress.judged_until).where(PolicyProgress.policy.in_(list(policies)))
     return {p: t for p, t in (await session.execute(stmt)).all()}
+
+
+async def runs_between(session: AsyncSession, policies: Sequence[str], start: datetime,
+                       end: datetime) -> dict[str, list[RoundRun]]:
+    """Each policy's runs that overlap [start, end), oldest first, for many policies at once (a
+    month report reads these instead of the month's results)."""
+    out: dict[str, list[RoundRun]] = {}
+    for chunk in _chunks(sorted(set(policies))):
+        stmt = (select(RoundRun).where(RoundRun.policy.in_(chunk), RoundRun.start < end, RoundRun.end > start)
+                .order_by(RoundRun.policy, RoundRun.start))
+        for row in (await session.scalars(stmt)).all():
+            out.setdefault(row.policy, []).append(row)
+    return out
+
+
+async def windows_between(session: AsyncSession, policies: Sequence[str], start: datetime,
+                          end: datetime) -> dict[str, list[OutageWindow]]:
+    """Each policy's windows that overlap [start, end) (open ones that started before `end`),
+    oldest first, for many policies at once."""
+    out: dict[str, list[OutageWindow]] = {}
+    for chunk in _chunks(sorted(set(policies))):
+        stmt = (select(OutageWindow).where(OutageWindow.policy.in_(chunk), OutageWindow.start < end,
+                                           OutageWindow.end.is_(None) | (OutageWindow.end > start))
+                .order_by(OutageWindow.policy, OutageWindow.start))
+        for row in (await session.scalars(stmt)).all():
+            out.setdefault(row.policy, []).append(row)
+    return out
+
+
+async def has_evidence(session: AsyncSession, checks: Sequence[str], start: datetime, end: datetime) -> bool:
+    """Whether any of `checks` has a result (raw or summarised) in a slot of [start, end)."""
+    checks = sorted(set(checks))
+    for model in (Result, RoundSummary):
+        stmt = select(model.slot).where(model.check.in_(checks), model.slot >= start, model.slot < end).limit(1)
+        if (await session.execute(stmt)).first() is not None:
+            return True
+    return False
 
 
 # -- signed evidence: agents' keys, batches, the append-only log (docs/evidence.md) ---------------

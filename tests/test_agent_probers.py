@@ -43,10 +43,11 @@ async def tls_target(tls_context):
 
 
 def test_the_table_maps_each_type_to_its_prober():
-    from agent.probers import dns, journey, tcp
+    from agent.probers import HTTP_CLIENTS, dns, http_lean, journey, tcp
 
-    assert PROBERS == {"http": http.probe, "icmp": icmp.probe, "tcp": tcp.probe, "dns": dns.probe,
+    assert PROBERS == {"http": http_lean.probe, "icmp": icmp.probe, "tcp": tcp.probe, "dns": dns.probe,
                        "journey": journey.probe}
+    assert HTTP_CLIENTS == {"lean": http_lean.probe, "aiohttp": http.probe}  # agent.http_client
 
 
 async def test_http_200_is_ok_with_latency_and_status(target):

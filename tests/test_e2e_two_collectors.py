@@ -27,11 +27,16 @@ pytestmark = pytest.mark.e2e
 
 
 async def lease_holder(bases: list[str]) -> int | None:
+    """The collector holding the lease of the evaluation shard that check `web` belongs to."""
+    from collector.config import Evaluation
+    from collector.shards import shard_lease, shard_of
+
+    lease = shard_lease(shard_of("web", Evaluation().shards))
     async with aiohttp.ClientSession() as http:
         for i, base in enumerate(bases):
             try:
                 async with http.get(f"{base}/metrics") as resp:
-                    if 'uptime_collector_lease_held{lease="evaluation"} 1.0' in await resp.text():
+                    if f'uptime_collector_lease_held{{lease="{lease}"}} 1.0' in await resp.text():
                         return i
             except aiohttp.ClientError:
                 continue

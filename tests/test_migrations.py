@@ -11,6 +11,7 @@ from sqlalchemy import inspect
 
 from collector import migrate
 from collector.db import Base, make_engine
+from collector.partitions import include_in_comparison
 
 
 async def _inspect(url: str):
@@ -18,7 +19,9 @@ async def _inspect(url: str):
     try:
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-            diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+            # on PostgreSQL results is partitioned (migration 0012): its partitions are not models
+            opts = {"include_object": include_in_comparison}
+            diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c, opts=opts), Base.metadata))
     finally:
         await engine.dispose()
     return tables, diff

@@ -37,14 +37,15 @@ TOKENS = {"a1": "token-a1-0123456789", "a2": "token-a2-0123456789", "a3": "token
 
 
 def make_state(database_url: str) -> CollectorState:
-    """Five services: three checks on their own rule (web, db, api) and two contracts measured on web."""
+    """Five services: three checks on their own rule (web, db, api) and two contracts measured on web
+    (web, a component of both, is shown as a service of its own too: `status_page: true`)."""
     http = {"type": "http", "interval": 60, "url": "http://127.0.0.1:1/", "timeout": "5s"}
     config = parse_config({
         "database_url": database_url,
         "evaluation": {"interval": "1h", "grace": "5s"},
         "agents": [{"id": a, "token": t} for a, t in TOKENS.items()],
         "checks": [
-            {"name": "web", **http, "outage": {"quorum": "all", "min_duration": "2m"}},
+            {"name": "web", **http, "outage": {"quorum": "all", "min_duration": "2m"}, "status_page": True},
             {"name": "db", **http, "outage": {"quorum": "all", "min_duration": "2m"}},
             {"name": "api", **http, "outage": {"quorum": "all", "min_duration": "2m"}},
         ],
@@ -456,12 +457,22 @@ async def test_page_for_hundreds_of_services_and_a_year_of_windows_is_fast_with_
     elapsed = time.perf_counter() - began
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     # a fixed number of statements, whatever the number of services (runs, progress, last runs: 3
-    # more; the listed windows' failing results: 1 more)
-    assert len(selects) == 9, [s[:80] for s in selects]
-    assert html.count('class="bar ') == SERVICES * 90
-    # svc007 went down at 17:00 three days before today, for 7 minutes
-    assert bar_labels(html, "svc007")[-4].endswith("99.514 % available, 7 min verified outage")
-    assert "Showing the newest 200 of 3600 entries" in text_of(html)
+    # more; the listed windows' failing results: 1 more; the open incidents: 1 more)
+    assert len(selects) == 10, [s[:80] for s in selects]
+    # past FULL_BARS_MAX services each run of uneventful days is one bar; days with an outage keep theirs
+    labels = bar_labels(html, "svc007")
+    assert len(labels) < 90 and html.count('class="bar ') < SERVICES * 10
+    assert any(label.endswith("99.514 % available, 7 min verified outage") for label in labels)
+    assert any(" to " in label and label.endswith("100 % available every day") for label in labels)
+    # about 1.5 KB a service with three outages in the 90 days (one without any: about 0.6 KB)
+    assert len(html.encode()) < SERVICES * 1700, len(html)
+    assert "The newest 10 of 3600 entries" in text_of(html)
     print(f"status page for {SERVICES} services: {elapsed:.3f} s, {len(html)} bytes")
     assert elapsed < 5, f"the page took {elapsed:.2f} s"
+    # every day and the whole history are on the service's own page and the history page
+    page = await get_page(http, "/services/svc007")
+    assert bar_labels(page, "svc007")[-4].endswith("99.514 % available, 7 min verified outage")
+    assert len(bar_labels(page, "svc007")) == 90
+    assert "Showing the newest 12 of 12 entries" not in text_of(page) and text_of(page).count("Verified outage: svc007") == 12
+    assert "Showing the newest 200 of 3600 entries" in text_of(await get_page(http, "/history"))
     await state.engine.dispose()

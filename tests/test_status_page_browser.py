@@ -91,7 +91,7 @@ def look_at_the_pages(base: str, h: History, profile: Path) -> None:
         # feed), the first service's name, then its first bar.
         ActionChains(driver).send_keys(Keys.TAB).perform()
         assert driver.switch_to.active_element.text == "Skip to outages and maintenance"
-        for name in ("stop", "Atom feed", "api"):
+        for name in ("stop", "Atom feed", "history", "incidents", "api"):
             driver.switch_to.active_element.send_keys(Keys.TAB)
             assert driver.switch_to.active_element.text == name
         driver.switch_to.active_element.send_keys(Keys.TAB)
@@ -179,6 +179,13 @@ def look_at_the_pages(base: str, h: History, profile: Path) -> None:
         maintenance = driver.find_element(By.ID, "maintenance").text
         assert "breaks a rule" in maintenance and "notice" in maintenance
         full_page_screenshot(driver, ARTIFACTS / "report-page.png", 1280)
+
+        # A service's own page: its bars, figures and history with the outage's evidence.
+        driver.get(base + "/services/vision")
+        assert driver.title == "vision: status and history"
+        assert [len(s) for s in driver.execute_script(VISIBLE_BARS)] == [90, 90]  # the service and its component web
+        assert "Verified outage: vision" in driver.find_element(By.ID, "incidents").text
+        full_page_screenshot(driver, ARTIFACTS / "service-page.png", 1280)
     finally:
         driver.quit()
 

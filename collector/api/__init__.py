@@ -1,5 +1,5 @@
 """The collector's HTTP API, one module per resource: results and heartbeats (agents), checks,
-policies, maintenance, agents and their keys, reports and claims, the evidence log, health and metrics.
+policies, maintenance, incidents, agents and their keys, reports and claims, the evidence log, health and metrics.
 
 `setup_routes` registers them all; the status pages register theirs in `collector.status`.
 """
@@ -13,7 +13,10 @@ from .checks import delete_check, get_check, get_checks, put_check
 from .common import LIMITER, STATE
 from .log import setup_log
 from .health import get_healthz, get_metrics, get_openapi
-from .maintenance import delete_maintenance, get_maintenance, post_maintenance
+from .incidents import (get_incident, get_incidents, post_incident, post_incident_links, post_incident_postmortem,
+                        post_incident_update)
+from .maintenance import (delete_maintenance, delete_occurrence, delete_series, get_maintenance, post_maintenance,
+                          post_occurrence_cancellation)
 from .middleware import error_middleware, ingest_count_middleware
 from .policies import delete_policy, get_policies, put_policy
 from .reports import get_claim, get_outages, get_report
@@ -33,6 +36,15 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/maintenance", post_maintenance)
     app.router.add_get("/api/v1/maintenance", get_maintenance)
     app.router.add_delete("/api/v1/maintenance/{id}", delete_maintenance)
+    app.router.add_delete("/api/v1/maintenance/series/{id}", delete_series)
+    app.router.add_delete("/api/v1/maintenance/series/{id}/occurrences/{start}", delete_occurrence)
+    app.router.add_post("/api/v1/maintenance/series/{id}/cancellations", post_occurrence_cancellation)
+    app.router.add_post("/api/v1/incidents", post_incident)
+    app.router.add_get("/api/v1/incidents", get_incidents)
+    app.router.add_get("/api/v1/incidents/{id}", get_incident)
+    app.router.add_post("/api/v1/incidents/{id}/updates", post_incident_update)
+    app.router.add_post("/api/v1/incidents/{id}/links", post_incident_links)
+    app.router.add_post("/api/v1/incidents/{id}/postmortem", post_incident_postmortem)
     app.router.add_get("/api/v1/checks", get_checks)
     app.router.add_get("/api/v1/checks/{name}", get_check)
     app.router.add_put("/api/v1/checks/{name}", put_check)

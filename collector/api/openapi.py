@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from collector.config import CheckEntry, PolicyEntry
 from protocol.wire import Heartbeat, ResultBatch
 
-from .maintenance import CancelIn, MaintenanceIn
+from .incidents import IncidentIn, LinksIn, PostmortemIn, UpdateIn
+from .maintenance import CancelIn, MaintenanceIn, OccurrenceCancelIn, SeriesIn
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
@@ -28,7 +29,7 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad request", 401: "Missing, unknown or revoked token", 403: "Token of another agent",
-            404: "Unknown policy, check, agent or maintenance announcement", 409: "Conflicts with a contract policy, or an announcement already cancelled (the message says which)", 413: "Body too large", 422: "A field is invalid (the message names it)",
+            404: "Unknown policy, check, agent, maintenance announcement or incident", 409: "Conflicts with a contract policy, an announcement already cancelled, or an incident already resolved or with a post-mortem link (the message says which)", 413: "Body too large", 422: "A field is invalid (the message names it)",
             429: "Rate limited", 503: "Database unavailable"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": ERROR}}} for c in codes}
 
@@ -43,6 +44,14 @@ def build_spec() -> dict[str, Any]:
     beat = _schema(Heartbeat, components)
     maintenance = _schema(MaintenanceIn, components)
     cancel = _schema(CancelIn, components)
+    series_in = _schema(SeriesIn, components)
+    occurrence_cancel = _schema(OccurrenceCancelIn, components)
+    series_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    incident_in = _schema(IncidentIn, components)
+    update_in = _schema(UpdateIn, components)
+    links_in = _schema(LinksIn, components)
+    postmortem_in = _schema(PostmortemIn, components)
+    incident_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     check = _schema(CheckEntry, components)
     policy_in = _schema(PolicyEntry, components)
     policy_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -105,8 +114,17 @@ def build_spec() -> dict[str, Any]:
                         "services": {"type": "array", "items": {
                             "type": "object", "required": ["name", "state", "since"],
                             "properties": {"name": {"type": "string"},
+                                           "display_name": {"type": "string"},
+                                           "group": {"type": ["string", "null"]},
                                            "state": {"enum": ["up", "degraded", "failing", "outage", "maintenance", "unknown"]},
-                                           "since": {"type": ["string", "null"], "format": "date-time"}}}}}}),
+                                           "since": {"type": ["string", "null"], "format": "date-time"},
+                                           "page": {"type": "string", "description": "the service's own page"},
+                                           "component_states": {"type": "array", "items": {
+                                               "type": "object", "properties": {
+                                                   "name": {"type": "string"}, "display_name": {"type": "string"},
+                                                   "state": {"enum": ["up", "degraded", "failing", "outage",
+                                                                      "maintenance", "unknown"]},
+                                                   "since": {"type": ["string", "null"], "format": "date-time"}}}}}}}}}),
                     **_errors(401, 503)},
             }},
             "/api/v1/outages": {"get": {
@@ -134,8 +152,11 @@ def build_spec() -> dict[str, Any]:
                 "responses": {"200": _json("Claim"), **_errors(400, 401, 404, 503)},
             }},
             "/api/v1/maintenance": {
-                "post": {"summary": "Announce maintenance (admin)", "security": admin_auth,
-                         "requestBody": {"required": True, "content": {"application/json": {"schema": maintenance}}},
+                "post": {"summary": "Announce maintenance (admin); with `rrule` and `duration` instead of `end`, "
+                                    "recurring maintenance (RFC 5545), each occurrence judged as if announced "
+                                    "when the series was recorded", "security": admin_auth,
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": {"oneOf": [maintenance, series_in]}}}},
                          "responses": {"201": _json("Announced"), **_errors(400, 401, 404, 422, 503)}},
                 "get": {"summary": "Announced maintenance (of one policy with ?policy=), cancelled ones included",
                         "parameters": [{"name": "policy", "in": "query", "required": False, "schema": {"type": "string"}}],
@@ -149,6 +170,58 @@ def build_spec() -> dict[str, Any]:
                 "requestBody": {"required": False, "content": {"application/json": {"schema": cancel}}},
                 "responses": {"200": _json("Cancelled"), **_errors(400, 401, 404, 409, 413, 422, 503)},
             }},
+            "/api/v1/maintenance/series/{id}": {"delete": {
+                "summary": "Cancel a recurring series (admin); it stays listed, and no occurrence starting later "
+                           "excludes anything", "security": admin_auth,
+                "parameters": [series_id, {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": cancel}}},
+                "responses": {"200": _json("Cancelled"), **_errors(400, 401, 404, 409, 413, 422, 503)},
+            }},
+            "/api/v1/maintenance/series/{id}/occurrences/{start}": {"delete": {
+                "summary": "Cancel one occurrence of a series by its start (admin); it excludes nothing",
+                "security": admin_auth,
+                "parameters": [series_id, {"name": "start", "in": "path", "required": True, "schema": ts},
+                               {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": cancel}}},
+                "responses": {"200": _json("Cancelled"), **_errors(400, 401, 404, 409, 413, 422, 503)},
+            }},
+            "/api/v1/maintenance/series/{id}/cancellations": {"post": {
+                "summary": "Cancel one occurrence of a series, its start in the body (admin)", "security": admin_auth,
+                "parameters": [series_id],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": occurrence_cancel}}},
+                "responses": {"200": _json("Cancelled"), **_errors(400, 401, 404, 409, 413, 422, 503)},
+            }},
+            "/api/v1/incidents": {
+                "post": {"summary": "Open an incident (admin) with its first update; times are the collector's, "
+                                    "a caller's time is refused as an unknown field",
+                         "security": admin_auth,
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": incident_in}}},
+                         "responses": {"201": _json("Opened: the incident with its updates and links"),
+                                       **_errors(400, 401, 413, 422, 503)}},
+                "get": {"summary": "Incidents, newest first, with their updates and links (?state=open or resolved)",
+                        "parameters": [{"name": "state", "in": "query", "required": False,
+                                        "schema": {"enum": ["open", "resolved"]}}],
+                        "responses": {"200": _json("Incidents"), **_errors(400, 401, 503)}},
+            },
+            "/api/v1/incidents/{id}": {"get": {
+                "summary": "One incident with its updates, links and post-mortem link", "parameters": [incident_id],
+                "responses": {"200": _json("Incident"), **_errors(401, 404, 503)}}},
+            "/api/v1/incidents/{id}/updates": {"post": {
+                "summary": "Append an update (admin): investigating, identified, monitoring or resolved, with text; "
+                           "resolved resolves the incident, which then takes no more updates (409)",
+                "security": admin_auth, "parameters": [incident_id],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": update_in}}},
+                "responses": {"201": _json("Updated: the incident"), **_errors(400, 401, 404, 409, 413, 422, 503)}}},
+            "/api/v1/incidents/{id}/links": {"post": {
+                "summary": "Link verified outage windows and maintenance announcements of the affected policies (admin)",
+                "security": admin_auth, "parameters": [incident_id],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": links_in}}},
+                "responses": {"200": _json("Linked: the incident"), **_errors(400, 401, 404, 413, 422, 503)}}},
+            "/api/v1/incidents/{id}/postmortem": {"post": {
+                "summary": "Set the incident's post-mortem link, an http or https URL (admin); once set it stands (409)",
+                "security": admin_auth, "parameters": [incident_id],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": postmortem_in}}},
+                "responses": {"200": _json("The incident"), **_errors(400, 401, 404, 409, 413, 422, 503)}}},
             "/api/v1/agents": {
                 "get": {"summary": "Registered agents", "responses": {"200": _json("Agents"), **_errors(401, 503)}},
                 "post": {"summary": "Register an agent or rotate its token (admin); the token is shown once",

@@ -19,6 +19,7 @@ def window_json(w: Any, now: datetime) -> dict[str, Any]:
     end = w.end
     minutes = ((end or now) - w.start).total_seconds() / 60
     return {
+        "id": w.id,  # what an incident links to (POST /api/v1/incidents/{id}/links)
         "policy": w.policy,
         "start": w.start,
         "end": end,

@@ -2,7 +2,8 @@
 follows instead of the page.
 
 One entry per event of the last FEED_DAYS days, newest first: a verified outage window opened,
-a window closed, maintenance announced, an announcement cancelled. Only verified windows are
+a window closed, maintenance announced, an announcement cancelled, an incident opened, each
+update posted on it, and its resolution. Only verified windows are
 outages here (a failing round that has not lasted long enough is not news yet), and each entry
 links to its evidence: the month's SLA report and, for an outage, the window in /api/v1/outages.
 Built from plain rows with no I/O; times are UTC (RFC 3339).
@@ -23,7 +24,7 @@ from collector.rules.policy import Policy
 from .format import duration, moment
 from .pages import outage_api_url, policy_url
 
-__all__ = ["FEED_DAYS", "FeedEvent", "feed_events", "build_feed"]
+__all__ = ["FEED_DAYS", "FeedEvent", "feed_events", "incident_events", "build_feed"]
 
 UTC = timezone.utc
 FEED_DAYS = 90
@@ -35,17 +36,20 @@ MAX_ENTRIES = 500
 class FeedEvent:
     at: datetime
     kind: str            # "outage-opened" | "outage-closed" | "maintenance-announced" | "maintenance-cancelled"
+                         # | "incident-opened" | "incident-updated" | "incident-resolved"
     policy: str
     key: str             # stable within the collector: the entry's id
     title: str
     summary: str
     report: str          # the month's SLA report (path)
     evidence: str = ""   # the window in the outages API (path), for outages
+    report_title: str = "SLA report"   # what `report` is (an incident's entry links to its incident)
 
 
 def feed_events(*, now: datetime, policies: dict[str, Policy], windows: Iterable[Any],
-                maintenance: Iterable[Any]) -> list[FeedEvent]:
-    """The events of the last FEED_DAYS days for the configured policies, newest first."""
+                maintenance: Iterable[Any], incidents: Iterable[Any] = ()) -> list[FeedEvent]:
+    """The events of the last FEED_DAYS days for the configured policies, newest first.
+    `incidents`: collector.incidents.IncidentRecord, with their updates."""
     since = now - timedelta(days=FEED_DAYS)
     events: list[FeedEvent] = []
     for w in windows:
@@ -86,8 +90,37 @@ def feed_events(*, now: datetime, policies: dict[str, Policy], windows: Iterable
             events.append(FeedEvent(
                 m.cancelled_at, "maintenance-cancelled", policy.name, f"maintenance-{m.id}-cancelled",
                 f"{what} cancelled", f"{what} {span} was cancelled at {moment(m.cancelled_at)}{reason}.{note}", report))
+    events.extend(incident_events(incidents, since, now))
     events.sort(key=lambda e: (e.at, e.key), reverse=True)
     return events[:MAX_ENTRIES]
+
+
+def incident_events(incidents: Iterable[Any], since: datetime, now: datetime) -> list[FeedEvent]:
+    """An entry when an incident was opened (with its first update), one per later update, and
+    one when it was resolved (the "resolved" update), each at the collector's time of the update."""
+    events: list[FeedEvent] = []
+    for rec in incidents:
+        i = rec.incident
+        affected = ", ".join(i.policies)
+        page = f"/incidents#incident-{i.id}"
+        for n, u in enumerate(rec.updates):
+            if not since <= u.recorded_at <= now:
+                continue
+            said = f" {u.status.capitalize()}: {u.message}"
+            if n == 0:
+                kind, key, title = "incident-opened", f"incident-{i.id}-opened", f"Incident: {i.title}"
+                over = ", recorded as already resolved" if u.status == "resolved" else ""
+                summary = f"Incident opened at {moment(u.recorded_at)} ({i.impact} impact on {affected}){over}.{said}"
+            elif u.status == "resolved":
+                kind, key, title = "incident-resolved", f"incident-{i.id}-resolved", f"Resolved: {i.title}"
+                summary = (f"The incident affecting {affected} opened at {moment(i.created_at)} was resolved at "
+                           f"{moment(u.recorded_at)} after {duration((u.recorded_at - i.created_at).total_seconds())}."
+                           f"{said}")
+            else:
+                kind, key, title = "incident-updated", f"incident-{i.id}-update-{u.id}", f"Update: {i.title}"
+                summary = f"Update at {moment(u.recorded_at)} on the incident affecting {affected}.{said}"
+            events.append(FeedEvent(u.recorded_at, kind, affected, key, title, summary, page, report_title="Incident"))
+    return events
 
 
 def build_feed(events: list[FeedEvent], *, base_url: str, now: datetime) -> bytes:
@@ -95,8 +128,9 @@ def build_feed(events: list[FeedEvent], *, base_url: str, now: datetime) -> byte
     base = base_url.rstrip("/")
     fg = FeedGenerator()
     fg.id(f"{base}/feed.atom")
-    fg.title("Service status: verified outages and maintenance")
-    fg.subtitle(f"Verified outages (opened and closed) and maintenance announcements of the last {FEED_DAYS} days")
+    fg.title("Service status: verified outages, maintenance and incidents")
+    fg.subtitle(f"Verified outages (opened and closed), maintenance announcements and incidents (opened, "
+                f"updated, resolved) of the last {FEED_DAYS} days")
     fg.link(href=f"{base}/feed.atom", rel="self", type="application/atom+xml")
     fg.link(href=f"{base}/", rel="alternate", type="text/html")
     fg.author({"name": "uptime-verifier collector"})
@@ -114,7 +148,7 @@ def build_feed(events: list[FeedEvent], *, base_url: str, now: datetime) -> byte
         entry.summary(event.summary)
         entry.category(term=event.kind)
         # the month's report for a person first (what a reader opens), then the window's evidence
-        links = {f"{base}{event.report}": {"rel": "alternate", "type": "text/html", "title": "SLA report"}}
+        links = {f"{base}{event.report}": {"rel": "alternate", "type": "text/html", "title": event.report_title}}
         if event.evidence:
             links[f"{base}{event.evidence}"] = {"rel": "alternate", "type": "application/json",
                                                 "title": "The window and its evidence (JSON)"}

@@ -26,7 +26,7 @@ from .format import duration, moment, percent
 __all__ = [
     "DAYS_SHOWN", "STATES", "Bar", "Days", "ServiceState", "EvidenceView", "daily_bars", "period_summary",
     "bar_level", "current_state", "summarise_rounds", "evidence_view", "result_details", "LEVELS",
-    "FIGURE_PERIODS", "Figure", "availability_figure",
+    "FIGURE_PERIODS", "Figure", "availability_figure", "worst_bars", "compact_bars",
 ]
 
 UTC = timezone.utc
@@ -61,6 +61,8 @@ class Bar:
     period: str                    # "YYYY-MM" of the day, for the link to that month's report
     unknown_us: int = 0            # rounds without a verdict in the day, not counted as up
     degraded_us: int = 0           # DEGRADED rounds in the day
+    maintenance: bool = False      # announced maintenance touched the day
+    span: int = 1                  # days it stands for (compact_bars: uneventful days drawn as one)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,21 @@ class Days:
         names = [f"{d:%a} {d.day} {d:%b %Y}" + (" (today, so far)" if d == today else "") for d in starts]
         lengths = [max(0, (min(d + DAY, now) - d) // _US) for d in starts]
         return cls(starts, now, names, [Markup(f"{d:%Y-%m}") for d in starts], lengths)
+
+    def plain_bars(self) -> list[tuple["Bar", "Bar"]]:
+        """Per day, the bar of a day with nothing but results (up all day) and of a day without
+        any (no data), [without, with] evidence: built once a page, shared by every service."""
+        cached = self.__dict__.get("_plain")
+        if cached is None:
+            cached = []
+            for index, name in enumerate(self.names):
+                length = self.lengths_us[index]
+                nodata = Bar(_LEVEL_CLASSES["nodata"], None, 0, length, _html(f"{name}: no data"), self.periods[index])
+                up = (Bar(_LEVEL_CLASSES["up"], 100.0, 0, length, _html(f"{name}: 100 % available, no verified outage"),
+                          self.periods[index]) if length > 0 else nodata)
+                cached.append((nodata, up))
+            object.__setattr__(self, "_plain", cached)
+        return cached
 
 
 # A service's current state (GET /api/v1/status and the page's badges), worst first.
@@ -164,9 +181,14 @@ def daily_bars(windows: Iterable[tuple[datetime, datetime | None]], evidence_day
     unknown_us = _outage_per_day(unknown, days)
     degraded_us = _outage_per_day(degraded, days)
     with_maintenance = {i for start, end in maintenance for i in _day_indexes(start, end, days)}
+    plain = days.plain_bars()
     bars = []
     for index, name in enumerate(days.names):
         lost, length = outage[index], days.lengths_us[index]
+        if not (lost or unknown_us[index] or degraded_us[index]) and index not in with_maintenance:
+            # most days of most services: up all day, or no data; the same bar for every service
+            bars.append(plain[index][index in evidence_days])
+            continue
         blind = min(unknown_us[index], max(0, length - lost))
         judged = length - blind
         if length <= 0 or (not lost and index not in evidence_days):
@@ -185,8 +207,61 @@ def daily_bars(windows: Iterable[tuple[datetime, datetime | None]], evidence_day
         if index in with_maintenance:
             label += "; announced maintenance"
         css = _LEVEL_CLASSES[level] if level else bar_level(availability)
-        bars.append(Bar(css, availability, lost, length, _html(label), days.periods[index], blind, degraded_us[index]))
+        bars.append(Bar(css, availability, lost, length, _html(label), days.periods[index], blind, degraded_us[index],
+                        index in with_maintenance))
     return bars
+
+
+# Worst first: a group's day is drawn as its worst member's. A member without data that day keeps
+# the group's day from being drawn as up (unknown is never shown as up).
+_BAR_RANK = {level: rank for rank, level in enumerate(("major", "partial", "minor", "unknown", "nodata", "degraded", "up"))}
+
+
+def worst_bars(members: Sequence[tuple[str, Sequence[Bar]]]) -> list[Bar]:
+    """A group's bars: each day its worst member's bar (lowest band; unknown and no data before
+    degraded and up), labelled with that member's name; a day is up only when every member was."""
+    out: list[Bar] = []
+    if not members:
+        return out
+    for index in range(min(len(bars) for _name, bars in members)):
+        name, bar = min(((n, bars[index]) for n, bars in members),
+                        key=lambda nb: (_BAR_RANK.get(str(nb[1].level), 0),
+                                        nb[1].availability if nb[1].availability is not None else -1.0))
+        day, _, figure = str(bar.label).partition(": ")
+        label = f"{day}: worst member {name}: {figure}" if len(members) > 1 else str(bar.label)
+        out.append(Bar(bar.level, bar.availability, bar.outage_us, bar.day_us, _html(label), bar.period,
+                       bar.unknown_us, bar.degraded_us, any(bars[index].maintenance for _n, bars in members)))
+    return out
+
+
+def _uneventful(bar: Bar) -> bool:
+    """A day with nothing to say beyond its band: fully up, or no data at all."""
+    return bar.span == 1 and not bar.maintenance and not bar.unknown_us and not bar.degraded_us and (
+        (bar.availability is None) or (bar.availability >= 100.0 and not bar.outage_us))
+
+
+def compact_bars(bars: Sequence[Bar], days: Days) -> list[Bar]:
+    """The same days with each run of uneventful days of one band (up, or no data) drawn as one
+    bar whose label gives the run's first and last day; every day with an outage, unknown or
+    degraded rounds or maintenance keeps its own bar and label. For front pages of many services."""
+    out: list[Bar] = []
+    start = 0
+    while start < len(bars):
+        bar = bars[start]
+        end = start + 1
+        if _uneventful(bar):
+            while end < len(bars) and _uneventful(bars[end]) and bars[end].level == bar.level:
+                end += 1
+        if end - start == 1:
+            out.append(bar)
+        else:
+            first, last = days.names[start], days.names[end - 1]
+            what = "no data" if bar.availability is None else "100 % available every day"
+            out.append(Bar(bar.level, bar.availability, sum(b.outage_us for b in bars[start:end]),
+                           sum(b.day_us for b in bars[start:end]), _html(f"{first} to {last}: {what}"),
+                           bars[end - 1].period, 0, 0, False, end - start))
+        start = end
+    return out
 
 
 def period_summary(bars: Sequence[Bar]) -> tuple[float | None, int]:

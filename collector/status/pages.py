@@ -16,22 +16,33 @@ from collector.rules.policy import Policy, PolicyError
 
 from .format import duration, parse_iso
 from .history import (
-    FIGURE_PERIODS, STATES, Bar, Days, EvidenceView, Figure, ServiceState, availability_figure, current_state,
-    daily_bars, evidence_view, period_summary, result_details, summarise_rounds,
+    FIGURE_PERIODS, STATES, Bar, Days, EvidenceView, Figure, ServiceState, availability_figure, compact_bars,
+    current_state, daily_bars, evidence_view, period_summary, result_details, summarise_rounds, worst_bars,
 )
+from .directory import Presentation
 
-__all__ = ["ServiceView", "Incident", "StatusPage", "build_status_page", "policy_url", "outage_api_url",
-           "INCIDENT_MONTHS"]
+__all__ = ["ServiceView", "GroupView", "Incident", "StatusPage", "build_status_page", "policy_url", "service_url",
+           "outage_api_url", "INCIDENT_MONTHS", "FULL_BARS_MAX", "FRONT_ENTRIES"]
 
 UTC = timezone.utc
 INCIDENT_MONTHS = 12
 # A page lists at most this many outages and maintenance entries; older ones stay in the JSON API.
 MAX_INCIDENTS = 200
+# The front page lists the newest few (with their evidence); /history and each service's page the rest.
+FRONT_ENTRIES = 10
+# Up to this many services and groups on the front page, every day has its own bar; past it, runs
+# of days with nothing to say are drawn as one bar each, so that the page stays small.
+FULL_BARS_MAX = 50
 
 
 def policy_url(name: str, period: str | None = None) -> str:
     url = f"/policies/{quote(name, safe='')}"
     return f"{url}/{period}" if period else url
+
+
+def service_url(name: str) -> str:
+    """The service's own page: its components, bars, response times and history with evidence."""
+    return f"/services/{quote(name, safe='')}"
 
 
 @dataclass
@@ -47,6 +58,60 @@ class ServiceView:
     latest_period: str              # the policy's current month: a bar never links past it
     # availability over the last 24 h, 7 d, 30 d and 90 d (history.FIGURE_PERIODS)
     figures: list[Figure] = field(default_factory=list)
+    display_name: str = ""
+    group: str | None = None
+    parts: list["ServiceView"] = field(default_factory=list)   # its components' own views (contracts)
+    shown_bars: list[Bar] = field(default_factory=list)        # the bars as the front page draws them
+    kind: str = "service"
+
+    @property
+    def page_url(self) -> str:
+        return service_url(self.name)
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+
+@dataclass
+class GroupView:
+    """Services shown together: the group's state, bars and figures are its worst member's."""
+    name: str
+    members: list[ServiceView]
+    state: ServiceState
+    bars: list[Bar]
+    figures: list[Figure]
+    shown_bars: list[Bar] = field(default_factory=list)
+    kind: str = "group"
+
+    @property
+    def title(self) -> str:
+        return self.name
+
+    @property
+    def anchor(self) -> str:
+        return "group-" + quote(self.name, safe="")
+
+
+def _worst_figure(label: str, figures: Sequence[Figure]) -> Figure:
+    """The lowest of the members' figures (a figure without data is the lowest of all)."""
+    return min(figures, key=lambda f: (f.worst is not None, f.worst if f.worst is not None else 0.0,
+                                       f.best if f.best is not None else 0.0), default=Figure(label, None, None, 0, 0, 0))
+
+
+def _group_view(name: str, members: list[ServiceView]) -> GroupView:
+    worst = min(members, key=lambda m: STATES.index(m.state.kind))
+    state = worst.state
+    if len(members) > 1:
+        bad = [m.title for m in members if m.state.kind == worst.state.kind]
+        state = ServiceState(worst.state.kind, worst.state.text,
+                             f"{', '.join(bad)}: {worst.state.detail}" if worst.state.kind != "up"
+                             else f"All {len(members)} services up", worst.state.since)
+    bars = worst_bars([(m.title, m.bars) for m in members])
+    labels = [f.label for f in members[0].figures] if members else []
+    figures = [_worst_figure(label, [m.figures[i] for m in members if i < len(m.figures)])
+               for i, label in enumerate(labels)]
+    return GroupView(name, members, state, bars, figures)
 
 
 @dataclass
@@ -64,6 +129,7 @@ class Incident:
     # kind, recorded_at, stated_announced, recorded_by, author, cancelled_at, cancel_reason, note,
     # compliant, broken_rules, notice
     maintenance: dict[str, Any] = field(default_factory=dict)
+    title: str = ""           # the service's name for people
 
     @property
     def month(self) -> str:
@@ -83,6 +149,9 @@ class StatusPage:
     incidents_total: int
     incidents_cut: int
     counts: dict[str, int]
+    entries: list[Any] = field(default_factory=list)   # the front page's groups and ungrouped services
+    compact: bool = False                              # runs of uneventful days drawn as one bar
+    views: dict[str, ServiceView] = field(default_factory=dict)  # every policy's view, components too
 
     def window_ids(self) -> list[int]:
         """The windows whose evidence the page shows."""
@@ -172,12 +241,23 @@ def build_status_page(
     up_since: dict[str, datetime] | None = None,
     figure_periods: Sequence[tuple[str, timedelta]] = FIGURE_PERIODS,
     first_by_check: dict[str, datetime] | None = None,
+    presentation: dict[str, Presentation] | None = None,
+    history_of: set[str] | None = None,
+    max_entries: int = MAX_INCIDENTS,
+    with_services: bool = True,
 ) -> StatusPage:
     """1. Group windows and maintenance by policy (anything for a policy no longer configured is left out).
     2. Per service: current state (from the latest judged round: `runs_by_policy` holds its recent
        runs of non-UP rounds, `judged_until` how far it was judged), 90 daily bars with the time
        of rounds without a verdict hatched, availability over the judged time of the days with data.
-    3. Outages and maintenance of the last 12 months, newest first, grouped by UTC month."""
+    3. Outages and maintenance of the last 12 months, newest first, grouped by UTC month: of the
+       services in `history_of` (default: those shown), at most `max_entries`.
+    4. The services shown (directory.py: a contract with its checks as components; `presentation`
+       None shows every policy under its own name), grouped, each group summarised by its worst
+       member; past FULL_BARS_MAX entries, runs of uneventful days are drawn as one bar.
+       Without `with_services` (the history page), only step 3."""
+    presentation = presentation if presentation is not None else {
+        name: Presentation(name, name, None, True) for name in policies}
     since = now - timedelta(days=365)
     windows_by: dict[str, list[Any]] = {}
     for w in windows:
@@ -194,10 +274,17 @@ def build_status_page(
     runs_by_policy = runs_by_policy or {}
     judged_until = judged_until or {}
     up_since = up_since or {}
+    views: dict[str, ServiceView] = {}
+    shown = {name for name in policies if presentation.get(name) is not None and presentation[name].shown}
+    history_of = shown if history_of is None else history_of
     for name in sorted(policies):
         policy = policies[name]
         mine = windows_by.get(name, [])
         rows = maint_by.get(name, [])
+        if not with_services:
+            if name in history_of:
+                _add_entries(entries, name, policy, mine, rows, since)
+            continue
         open_since = next((w.start for w in mine if w.end is None), None)
         # a cancelled announcement stays listed but puts nothing under maintenance
         in_force = [m for m in rows if m.cancelled_at is None]
@@ -211,7 +298,8 @@ def build_status_page(
             latest_slots={c: latest_by_check.get(c) for c in policy.components},
             interval=policy.interval, grace=grace, now=now,
             judged_until=judged_until.get(name), latest_run=runs[-1] if runs else None, up_since=up_since.get(name))
-        counts[state.kind] += 1
+        if name in shown:
+            counts[state.kind] += 1
         evidence = set().union(*(evidence_by_check.get(c, set()) for c in policy.components))
         unknown = [(r.start, r.end) for r in runs if getattr(r.verdict, "value", r.verdict) == "unknown"]
         degraded = [(r.start, r.end) for r in runs if getattr(r.verdict, "value", r.verdict) == "degraded"]
@@ -226,35 +314,75 @@ def build_status_page(
         figures = [availability_figure(label, now - length, days=days, windows=spans, evidence_days=evidence,
                                        unknown=unknown, judged_until=judged_until.get(name), judged_from=judged_from)
                    for label, length in figure_periods]
-        services.append(ServiceView(name, policy.description, list(policy.components), state, bars, availability,
-                                    missing, policy_url(name), period_of(now, policy.tz), figures))
+        look = presentation.get(name) or Presentation(name, name, None, False)
+        view = ServiceView(name, policy.description, list(policy.components), state, bars, availability,
+                           missing, policy_url(name), period_of(now, policy.tz), figures,
+                           display_name=look.display_name, group=look.group)
+        views[name] = view
+        if name in shown:
+            services.append(view)
 
-        # entries are built in full only for the newest MAX_INCIDENTS
-        entries.extend((w.start, "outage", name, w, None) for w in mine)
-        for row, view in zip(rows, _maintenance_views(policy, rows)):
-            if row.end > since:
-                entries.append((row.start, "maintenance", name, row, view))
+        if name in history_of:
+            _add_entries(entries, name, policy, mine, rows, since)
+
+    for view in views.values():
+        look = presentation.get(view.name)
+        view.parts = [views[c] for c in (look.components if look else ()) if c in views and c != view.name]
 
     entries.sort(key=lambda e: (e[0], e[1], e[2]), reverse=True)
-    shown = [_incident(policies[name], row, kind, view, now) for _start, kind, name, row, view in entries[:MAX_INCIDENTS]]
+    listed = [_incident(policies[name], row, kind, judged, now, presentation)
+              for _start, kind, name, row, judged in entries[:max_entries]]
     total = len(entries)
     months: list[tuple[str, list[Incident]]] = []
-    for incident in shown:
+    for incident in listed:
         if not months or months[-1][0] != incident.month:
             months.append((incident.month, []))
         months[-1][1].append(incident)
-    return StatusPage(now, services, months, total, total - len(shown), counts)
+    top = _top_level(services)
+    compact = len(top) > FULL_BARS_MAX
+    for item in top:
+        item.shown_bars = compact_bars(item.bars, days) if compact else item.bars
+    return StatusPage(now, services, months, total, total - len(listed), counts, top, compact, views)
 
 
-def _incident(policy: Policy, row: Any, kind: str, view: dict[str, Any] | None, now: datetime) -> Incident:
+def _add_entries(entries: list[tuple], name: str, policy: Policy, windows: Sequence[Any], rows: Sequence[Any],
+                 since: datetime) -> None:
+    """The service's outages and maintenance, listed (in full only the newest max_entries)."""
+    entries.extend((w.start, "outage", name, w, None) for w in windows)
+    for row, judged in zip(rows, _maintenance_views(policy, rows)):
+        if row.end > since:
+            entries.append((row.start, "maintenance", name, row, judged))
+
+
+def _top_level(services: list[ServiceView]) -> list[Any]:
+    """Ungrouped services and groups, by the name people read; a group's members likewise."""
+    groups: dict[str, list[ServiceView]] = {}
+    top: list[Any] = []
+    for view in services:
+        if view.group:
+            if view.group not in groups:
+                groups[view.group] = []
+                top.append(view.group)
+            groups[view.group].append(view)
+        else:
+            top.append(view)
+    items = [_group_view(item, sorted(groups[item], key=lambda m: (m.title.casefold(), m.name)))
+             if isinstance(item, str) else item for item in top]
+    return sorted(items, key=lambda i: (i.title.casefold(), i.kind))
+
+
+def _incident(policy: Policy, row: Any, kind: str, view: dict[str, Any] | None, now: datetime,
+              presentation: dict[str, Presentation] | None = None) -> Incident:
     period = period_of(row.start, policy.tz)
+    look = (presentation or {}).get(policy.name)
+    title = look.display_name if look else policy.name
     if kind == "maintenance":
         return Incident(kind, policy.name, row.start, row.end, duration((row.end - row.start).total_seconds()),
-                        period, maintenance=view or {})
+                        period, maintenance=view or {}, title=title)
     length = duration((min(row.end or now, now) - row.start).total_seconds())
     api = outage_api_url(policy.name, row.start)
     return Incident(kind, policy.name, row.start, row.end, length + (" so far" if row.end is None else ""), period,
-                    window_id=row.id, components=tuple(policy.components), evidence_json=api)
+                    window_id=row.id, components=tuple(policy.components), evidence_json=api, title=title)
 
 
 def outage_api_url(policy: str, start: datetime) -> str:

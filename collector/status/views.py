@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from collector import store
 from collector.api.common import STATE
 from collector.config import admin_token_matches
+from collector.incidents import list_incidents
 from collector.rules.offline import InputError
 from collector.rules.periods import next_period, parse_period, period_of, previous_period
 from collector.rules.policy import Policy, PolicyError
@@ -30,8 +32,11 @@ from . import queries
 from .chart import chart_hours, hourly_medians, latency_svg
 from .badges import availability_badge, state_badge
 from .feed import FEED_DAYS, build_feed, feed_events
+from .incidents import UPDATE_EVERY, incidents_page_data, open_incidents
 from .history import DAYS_SHOWN, FIGURE_PERIODS, LEVELS, Days, evidence_view
-from .pages import INCIDENT_MONTHS, build_status_page, policy_url
+from .cache import Kept, PageCache
+from .directory import Presentation, directory
+from .pages import FRONT_ENTRIES, INCIDENT_MONTHS, MAX_INCIDENTS, build_status_page, policy_url, service_url
 
 __all__ = ["setup_status_routes"]
 
@@ -63,7 +68,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters.update(
         percent=fmt.percent, minutes=fmt.minutes, duration=fmt.duration, moment=fmt.moment,
-        iso=fmt.iso_utc, month_name=fmt.month_name, policy_url=policy_url,
+        iso=fmt.iso_utc, month_name=fmt.month_name, policy_url=policy_url, service_url=service_url,
     )
     env.globals.update(LEVELS=LEVELS, DAYS_SHOWN=DAYS_SHOWN, CREDIT_NAMES=CREDIT_NAMES,
                        INCIDENT_MONTHS=INCIDENT_MONTHS, evidence_view=evidence_view,
@@ -101,11 +106,24 @@ def _private(request: web.Request) -> bool:
     return not admin_token_matches(token.strip() if scheme.lower() == "bearer" else "", expected)
 
 
+def presentation_of(state: Any) -> dict[str, Presentation]:
+    """Which services the page shows, under which names and groups (directory.py)."""
+    contracts = (state.contract_entries.values() if state.checks_version is not None else state.config.policies)
+    return directory(state.policies, state.checks, contracts)
+
+
 async def _page_data(state: Any, now: datetime, days: Days, policies: dict[str, Policy] | None = None,
-                     figure_periods: Any = FIGURE_PERIODS) -> Any:
+                     figure_periods: Any = FIGURE_PERIODS, *, history_of: set[str] | None = None,
+                     max_entries: int = MAX_INCIDENTS, with_services: bool = True) -> Any:
     """Everything the front page and GET /api/v1/status show, loaded in a handful of queries
     (not a few per service) and assembled off the event loop. `policies` narrows it to some
-    services (a badge needs one)."""
+    services (a badge needs one, a service's page it and its components)."""
+    presentation = presentation_of(state)
+    if policies is not None:
+        # a service asked for by name is shown, whatever the front page does with it
+        presentation = {**presentation, **{n: Presentation(n, presentation[n].display_name if n in presentation else n,
+                                                           None, True, presentation[n].components if n in presentation else ())
+                                           for n in (history_of or policies)}}
     policies = state.policies if policies is None else policies
     checks = sorted({c for p in policies.values() for c in p.components})
     names = sorted(policies)
@@ -116,16 +134,19 @@ async def _page_data(state: Any, now: datetime, days: Days, policies: dict[str, 
         windows = await queries.windows_since(session, min(since, days.starts[0]))
         # a month more of maintenance: monthly budgets count the announcements before `since`
         maintenance = await queries.maintenance_since(session, since - timedelta(days=31))
-        evidence, first_slots = await queries.evidence_and_first_slots(session, checks, days.starts)
-        latest = await queries.latest_slots(session, checks, recent)
-        runs = await store.runs_since(session, names, days.starts[0])
-        judged = await store.judged_until(session, names)
-        up_since = await store.last_run_ends(session, names)
+        evidence, first_slots, latest, runs, judged, up_since = {}, {}, {}, {}, {}, {}
+        if with_services:  # the history page lists outages and maintenance only
+            evidence, first_slots = await queries.evidence_and_first_slots(session, checks, days.starts)
+            latest = await queries.latest_slots(session, checks, recent)
+            runs = await store.runs_since(session, names, days.starts[0])
+            judged = await store.judged_until(session, names)
+            up_since = await store.last_run_ends(session, names)
     return await asyncio.to_thread(
         build_status_page, now=now, policies=policies, windows=windows, maintenance=maintenance,
         evidence_by_check=evidence, latest_by_check=latest, days=days, grace=state.config.evaluation.grace,
         runs_by_policy=runs, judged_until=judged, up_since=up_since, figure_periods=figure_periods,
-        first_by_check=first_slots)
+        first_by_check=first_slots, presentation=presentation, history_of=history_of, max_entries=max_entries,
+        with_services=with_services)
 
 
 # The page reloads itself this often (seconds) unless ?refresh=0; between REFRESH_MIN and
@@ -147,21 +168,26 @@ def _refresh(request: web.Request) -> int:
                      f"from {REFRESH_MIN} to {REFRESH_MAX}.")
 
 
-async def status_page(request: web.Request) -> web.Response:
-    """`GET /`: every service's state, 90 daily bars, the outages and maintenance of 12 months."""
+async def _guarded(request: web.Request) -> web.Response | int:
+    """The refresh interval asked for, or the page that says why the request is refused."""
     if _private(request):
         return await _error(401, "Private status page",
                             "This collector's pages need the admin token (public_reads is off).",
                             {"WWW-Authenticate": "Bearer"})
     try:
-        refresh = _refresh(request)
+        return _refresh(request)
     except ValueError as err:
         return await _error(400, "Bad refresh parameter", str(err))
+
+
+async def _with_evidence(request: web.Request, template: str, refresh: int, policies: dict[str, Policy] | None = None,
+                         **options: Any) -> web.Response:
+    """A page of services and their listed outages, with each outage's stored evidence."""
     state = _state(request)
     now = datetime.now(UTC)
     days = Days.ending(now, DAYS_SHOWN)
     try:
-        page = await _page_data(state, now, days)
+        page = await _page_data(state, now, days, policies, **options)
     except _DB_ERRORS as err:
         log.warning("status page: database unavailable: %s", err.__class__.__name__)
         return await _error(503, "Status temporarily unavailable",
@@ -169,17 +195,83 @@ async def status_page(request: web.Request) -> web.Response:
                             {"Retry-After": "5"})
     stored: dict = {}
     results: list = []
+    extra: dict[str, Any] = {}
     try:
         async with state.sessionmaker() as session:
             stored = await queries.window_evidence(session, page.window_ids())
             # what the agents saw in each window's first and last round (error, failing step, phases)
             results = await queries.window_results(session, page.result_slots(stored))
+            if template == "index.html":
+                extra["open_incidents"] = await open_incidents(session, now, state.policies)
+            if template == "service.html":
+                name = next(iter(options["history_of"]))
+                hours = chart_hours(now)
+                medians = await hourly_medians(session, list(state.policies[name].components), hours[0], now)
+                extra["latency_chart"] = latency_svg(name, medians, hours)
+                extra["service"] = page.views[name]
     except _DB_ERRORS as err:
         # the page without evidence beats no page: each entry says none is stored
         log.warning("status page: database unavailable: %s", err.__class__.__name__)
+    extra.setdefault("latency_chart", "")
+    extra.setdefault("open_incidents", [])
+    if template == "service.html":
+        extra.setdefault("service", page.views[next(iter(options["history_of"]))])
     page.attach_evidence(stored, results)
     # feed readers find the feed in the Link header (RFC 8288) and in the page's rel="alternate" link
-    return await _render("index.html", page=page, refresh=refresh, headers={"Link": FEED_HEADER})
+    response = await _render(template, page=page, refresh=refresh, headers={"Link": FEED_HEADER}, **extra)
+    response[_LARGE] = page.compact
+    return response
+
+
+_LARGE = web.ResponseKey("status_large_page", bool)  # a page of many services (cache.py keeps it)
+PAGE_CACHE = web.AppKey("status_page_cache", PageCache)
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """`GET /`: every service (or group) with its state, 90 daily bars and figures, and the newest
+    outages and maintenance; the rest of 12 months is at /history."""
+    refresh = await _guarded(request)
+    if isinstance(refresh, web.Response):
+        return refresh
+
+    async def compute() -> Kept:
+        response = await _with_evidence(request, "index.html", refresh, max_entries=FRONT_ENTRIES)
+        return Kept(response.body, dict(response.headers), response.status, time.monotonic(),
+                    keep=response.status == 200 and bool(response.get(_LARGE)))
+
+    kept = await request.app[PAGE_CACHE].get(("/", refresh), compute)
+    if kept is None:
+        return await _error(503, "Status temporarily unavailable", "The page could not be computed; try again.",
+                            {"Retry-After": "5"})
+    headers = {k: v for k, v in kept.headers.items() if k.lower() not in ("content-length", "content-type",
+                                                                          "content-encoding", "transfer-encoding")}
+    response = web.Response(body=kept.body, status=kept.status, content_type="text/html", charset="utf-8",
+                            headers=headers)
+    response.enable_compression()
+    return response
+
+
+async def history_page(request: web.Request) -> web.Response:
+    """`GET /history`: the verified outages and maintenance of 12 months, with their evidence."""
+    refresh = await _guarded(request)
+    if isinstance(refresh, web.Response):
+        return refresh
+    return await _with_evidence(request, "history.html", refresh, with_services=False)
+
+
+async def service_page(request: web.Request) -> web.Response:
+    """`GET /services/{name}`: one service: its components, bars, figures, response times, and its
+    outages and maintenance of 12 months with their evidence."""
+    refresh = await _guarded(request)
+    if isinstance(refresh, web.Response):
+        return refresh
+    state = _state(request)
+    name = request.match_info["name"]
+    policy = state.policies.get(name)
+    if policy is None:
+        return await _error(404, "Unknown service", f"There is no service named {name!r} on this collector.")
+    mine = {name: policy, **{c: state.policies[c] for c in policy.components if c in state.policies}}
+    return await _with_evidence(request, "service.html", refresh, mine, history_of={name})
 
 
 async def status_api(request: web.Request) -> web.Response:
@@ -195,8 +287,13 @@ async def status_api(request: web.Request) -> web.Response:
         log.warning("status API: database unavailable: %s", err.__class__.__name__)
         return web.json_response({"error": "database unavailable, retry later"}, status=503,
                                  headers={"Retry-After": "5"})
-    services = [{"name": s.name, "state": s.state.kind, "since": fmt.iso_utc(s.state.since) if s.state.since else None,
-                 "text": s.state.text, "detail": s.state.detail, "components": s.components, "url": s.url}
+    services = [{"name": s.name, "display_name": s.title, "group": s.group, "state": s.state.kind,
+                 "since": fmt.iso_utc(s.state.since) if s.state.since else None,
+                 "text": s.state.text, "detail": s.state.detail, "components": s.components, "url": s.url,
+                 "page": s.page_url,
+                 "component_states": [{"name": p.name, "display_name": p.title, "state": p.state.kind,
+                                       "since": fmt.iso_utc(p.state.since) if p.state.since else None}
+                                      for p in s.parts]}
                 for s in page.services]
     return web.json_response({"generated_at": fmt.iso_utc(now),
                               "all_up": bool(services) and all(s["state"] == "up" for s in services),
@@ -271,6 +368,25 @@ async def policy_report(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def incidents_page(request: web.Request) -> web.Response:
+    """`GET /incidents`: open incidents, then those of the last 12 months, with updates and links."""
+    refresh = await _guarded(request)
+    if isinstance(refresh, web.Response):
+        return refresh
+    state = _state(request)
+    now = datetime.now(UTC)
+    try:
+        async with state.sessionmaker() as session:
+            page = await incidents_page_data(session, now, state.policies)
+    except _DB_ERRORS as err:
+        log.warning("incidents page: database unavailable: %s", err.__class__.__name__)
+        return await _error(503, "Incidents temporarily unavailable",
+                            "The collector's database does not answer; try again in a few seconds.",
+                            {"Retry-After": "5"})
+    return await _render("incidents.html", page=page, refresh=refresh, headers={"Link": FEED_HEADER},
+                         update_every=fmt.duration(UPDATE_EVERY.total_seconds()))
+
+
 def _base_url(request: web.Request) -> str:
     """Where the collector is reached: its configured public_url, else the request's own origin."""
     configured = _state(request).config.public_url
@@ -292,10 +408,12 @@ async def status_feed(request: web.Request) -> web.Response:
             # an announcement's maintenance may end before the period although it was recorded
             # (or cancelled) inside it: its events are filtered by when they happened
             maintenance = await queries.maintenance_since(session, since - timedelta(days=365))
+            incidents = await list_incidents(session, since=since)
     except _DB_ERRORS as err:
         log.warning("status feed: database unavailable: %s", err.__class__.__name__)
         return web.Response(status=503, text="database unavailable, retry later\n", headers={"Retry-After": "5"})
-    events = feed_events(now=now, policies=state.policies, windows=windows, maintenance=maintenance)
+    events = feed_events(now=now, policies=state.policies, windows=windows, maintenance=maintenance,
+                         incidents=incidents)
     body = await asyncio.to_thread(build_feed, events, base_url=_base_url(request), now=now)
     response = web.Response(body=body, content_type="application/atom+xml", charset="utf-8",
                             headers={"Cache-Control": "no-cache"})
@@ -365,10 +483,14 @@ async def availability_badge_svg(request: web.Request) -> web.Response:
 
 
 def setup_status_routes(app: web.Application) -> None:
+    app[PAGE_CACHE] = PageCache()
     app.router.add_get("/feed.atom", status_feed)
     app.router.add_get("/badge/{service}/availability.svg", availability_badge_svg)
     app.router.add_get("/badge/{service}.svg", state_badge_svg)
     app.router.add_get("/", status_page)
+    app.router.add_get("/history", history_page)
+    app.router.add_get("/incidents", incidents_page)
+    app.router.add_get("/services/{name}", service_page)
     app.router.add_get("/api/v1/status", status_api)
     app.router.add_get("/policies/{name}", policy_report)
     app.router.add_get("/policies/{name}/{period}", policy_report)
