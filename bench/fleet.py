@@ -157,9 +157,9 @@ def main() -> None:
         (work / "nginx.conf").unlink()
         nginx_conf(work, port, 503)
         procs.start("nginx-reload", ["nginx", "-c", str(work / "nginx.conf"), "-p", str(work), "-s", "reload"]).wait(10)
-        # the rule is met by the fifth failing round (its slot starts 4 minutes after the first): the
-        # window may open once that round's results are in, at most one interval plus the grace later
-        rule_met = fail_at + timedelta(seconds=MIN_DURATION - INTERVAL)
+        # the rule is met once the target has failed for 5 consecutive minutes: at the end of the
+        # fifth failing round; the window must open within one interval plus the grace of it
+        rule_met = fail_at + timedelta(seconds=MIN_DURATION)
         opened: dict[str, datetime] = {}
         unexpected: dict[str, dict] = {}
         expected_names = {f"p{i:05d}" for i in failing}
@@ -201,7 +201,7 @@ def main() -> None:
         ["collector start-up (spawn to /healthz)", f"{startup:.1f} s", "< 5 s"],
         ["windows opened / expected", f"{len(opened)} / {len(failing)}", "all"],
         ["windows opened for checks that did not fail", f"{len(unexpected)}", "0"],
-        ["window opened after its fifth failing round began, p50 / p99 / max",
+        ["window opened after its rule was met (5 failing minutes), p50 / p99 / max",
          (f"{statistics.median(lags):.1f} / {B.percentile(lags, 99):.1f} / {max(lags):.1f} s" if lags else "-"),
          f"<= {INTERVAL + GRACE} s"],
         ["status page p50 / p99 while ingesting", f"{B.percentile(page_times, 50) * 1000:.0f} / "
@@ -211,7 +211,8 @@ def main() -> None:
          "< 50 ms"],
         ["month reports of all policies (sequential GETs)", f"{sum(report_times):.2f} s", "< 200 ms in total"],
         ["collector CPU while ingesting", f"{ingest_cpu / ingest_wall:.2f} cores", "-"],
-        ["collector CPU per result (estimated results)", f"{ingest_cpu / max(1, total_results) * 1e6:.0f} µs", "-"],
+        ["collector CPU per stored result (all its work: ingest, evaluation, the bench's page reads)",
+         f"{ingest_cpu / max(1.0, stored) * 1e6:.0f} µs", "-"],
         ["collector CPU at rest (agents stopped)", f"{rest * 100:.1f} % of a core", "< 5 %"],
         ["results counted by /metrics", f"{stored:,.0f}", f"~{total_results:,.0f} due"],
     ]

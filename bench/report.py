@@ -15,7 +15,8 @@ first result), so that 1,000 policies have a judged month each. Measured, per ba
                              268 million rows, are not stored here).
   rollups, one policy        collector.rollup_reports.month_report (what report_from_db now does
                              where the rollups cover the month), split into its reads and the
-                             rules core (build_report on the rounds the runs give).
+                             rules core (build_report on the rounds the runs give, as spans of
+                             one verdict: collector.rules.report.RoundSpans).
   rollups, 1,000 policies    collector.rollup_reports.month_reports: all 1,000 reports, with the
                              reads batched (a handful of queries for all policies).
 
@@ -188,7 +189,7 @@ async def measure(url: str, checks: int, period: str, repeat: int) -> dict:
                 got_runs = (await store.runs_between(session, [names[0]], start, end)).get(names[0], [])
                 got_windows = (await store.windows_between(session, [names[0]], start, end)).get(names[0], [])
                 with _timed(core_ms):
-                    rounds = rollup_reports.rounds_from_runs(policies[0], got_runs, max(start, coverage.first_slot), end)
+                    rounds = rollup_reports.spans_from_runs(policies[0], got_runs, max(start, coverage.first_slot), end)
                     build_report(policies[0], period, rounds, [rollup_reports.window_of(w) for w in got_windows], [],
                                  now=now)
         out["equal"] = mine == raw
@@ -239,7 +240,7 @@ def main() -> None:
              r["raw_ms"] * n, verdict(r["raw_ms"], GOAL_ONE_MS), verdict(r["raw_ms"] * n, GOAL_ALL_MS)],
             [backend, "rollups, one policy (month_report)", r["runs"] + r["windows"], r["one_ms"], r["one_ms"] * n,
              verdict(r["one_ms"], GOAL_ONE_MS), verdict(r["one_ms"] * n, GOAL_ALL_MS)],
-            [backend, "  of which the rules core (rounds from runs + build_report)", r["runs"] + r["windows"],
+            [backend, "  of which the rules core (spans from runs + build_report)", r["runs"] + r["windows"],
              r["core_ms"], r["core_ms"] * n, "", ""],
             [backend, f"rollups, {n:,} policies batched (month_reports)", r["runs"] + r["windows"], r["all_ms"] / n,
              r["all_ms"], verdict(r["all_ms"] / n, GOAL_ONE_MS), verdict(r["all_ms"], GOAL_ALL_MS)],

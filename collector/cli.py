@@ -1050,7 +1050,7 @@ def evidence_export(config_path: str, policy_name: str, period: str | None, clai
     except OSError as err:
         fail(f"-o: cannot write {output}: {err.strerror or err}")
     click.echo(f"wrote {output}: {len(bundle['batches'])} batches, {len(bundle['maintenance'])} maintenance records, "
-               f"log size {bundle['proof']['tree_size']}", err=True)
+               f"{len(bundle['series'])} recurring maintenance series, log size {bundle['proof']['tree_size']}", err=True)
 
 
 @main.command("verify-claim")

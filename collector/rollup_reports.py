@@ -4,7 +4,8 @@ every result.
 The evaluator stores, per policy, its verified outage windows (with the rounds behind each, the
 evidence), the runs of non-UP rounds (FAILED, DEGRADED, UNKNOWN) and how far it has judged
 (`judged_until`). Inside the judged stretch a slot no run covers was UP, so the rounds a report
-needs follow from a handful of rows; they go through the same pure core as the raw path
+needs follow from a handful of rows, as spans of one verdict (collector.rules.report.RoundSpans,
+counted per span rather than per slot); they go through the same pure core as the raw path
 (collector.rules.report.build_report and verify_claim), which makes the two answers the same dict,
 figure for figure, on the same data (tests/test_reports_from_rollups.py holds them equal).
 
@@ -37,13 +38,13 @@ from collector import store
 from collector.db import Maintenance, OutageWindow, RoundRun
 from collector.evaluator import CATCH_UP_SPAN
 from collector.rules.maintenance import check_kinds
-from collector.rules.model import Announcement, ComponentRound, Round, Verdict, Window, paused_gc
+from collector.rules.model import Announcement, ComponentRound, Round, Verdict, Window
 from collector.rules.periods import month_bounds
 from collector.rules.policy import Policy
-from collector.rules.report import build_report, verify_claim
+from collector.rules.report import RoundSpans, build_report, verify_claim
 from collector.rules.rounds import slot_of
 
-__all__ = ["Coverage", "coverage_of", "month_report", "month_reports", "claim", "CLAIM_MARGIN"]
+__all__ = ["Coverage", "coverage_of", "month_report", "month_reports", "claim", "spans_from_runs", "CLAIM_MARGIN"]
 
 UTC = timezone.utc
 _VERDICTS = {v.value: v for v in Verdict}
@@ -103,22 +104,19 @@ def window_of(row: OutageWindow) -> Window:
     return Window(row.start, row.end, tuple(_round_of(r) for r in (row.evidence or {}).get("rounds", ())))
 
 
-def rounds_from_runs(policy: Policy, runs: Sequence[RoundRun], start: datetime, end: datetime) -> list[Round]:
+def spans_from_runs(policy: Policy, runs: Sequence[RoundRun], start: datetime, end: datetime) -> RoundSpans:
     """The rounds with a verdict (UP, DEGRADED, FAILED) of the slots in [start, end), from the
-    runs: a slot is what the run covering its start says, UP where none does. UNKNOWN slots are
-    left out: the core counts a slot it was not given as unknown, exactly as an UNKNOWN round
-    (build_report: "slots nobody gave us are UNKNOWN"). Rounds carry no per-agent evidence; the
-    core reads that only from windows."""
-    step = timedelta(seconds=policy.interval)
-    out: list[Round] = []
+    runs, as spans of one verdict (the core counts their slots by arithmetic): a slot is what the
+    run covering its start says, UP where none does. UNKNOWN slots are left out: the core counts
+    a slot it was not given as unknown, exactly as an UNKNOWN round (build_report: "slots nobody
+    gave us are UNKNOWN"). Rounds carry no per-agent evidence; the core reads that only from
+    windows."""
+    spans: list = []
 
     def add(lo: datetime, hi: datetime, verdict: Verdict) -> None:
-        # the slots that start in [lo, hi), one Round each
-        first = slot_of(lo, policy.interval)
-        if first < lo:
-            first += step
-        if hi > first and verdict is not Verdict.UNKNOWN:
-            out.extend([Round(first + step * k, verdict, ()) for k in range(-(-(hi - first) // step))])
+        # RoundSpans takes the slots that start in [lo, hi)
+        if hi > lo and verdict is not Verdict.UNKNOWN:
+            spans.append((lo, hi, verdict))
 
     cursor = slot_of(start, policy.interval)
     for run in sorted(runs, key=lambda r: r.start):
@@ -131,7 +129,12 @@ def rounds_from_runs(policy: Policy, runs: Sequence[RoundRun], start: datetime, 
         cursor = max(cursor, run.end)
     if cursor < end:
         add(cursor, end, Verdict.UP)
-    return out
+    return RoundSpans(policy.interval, spans)
+
+
+def rounds_from_runs(policy: Policy, runs: Sequence[RoundRun], start: datetime, end: datetime) -> list[Round]:
+    """spans_from_runs one Round per slot (what the core was given before it took spans)."""
+    return list(spans_from_runs(policy, runs, start, end))
 
 
 def announcement_of(row: Maintenance) -> Announcement:
@@ -200,7 +203,7 @@ def _report(policy: Policy, period: str, coverage: Coverage, rows: _Rows, mainte
     rule = policy.content_hash()
     if any(w.rule_hash != rule for w in rows.windows):
         return None  # judged under another version of the policy: the raw path judges it afresh
-    rounds = rounds_from_runs(policy, rows.runs, max(start, coverage.first_slot), judged_end)
+    rounds = spans_from_runs(policy, rows.runs, max(start, coverage.first_slot), judged_end)
     windows = [window_of(w) for w in rows.windows]
     return build_report(policy, period, rounds, windows, maintenance, now=now, history=history)
 
@@ -245,10 +248,7 @@ async def month_reports(session: AsyncSession, policies: Sequence[Policy], perio
             history = await _history(session, policy, period_of[policy.name], cov, announcements, now)
             if history is None:
                 continue
-        # a month of rounds per policy: the cyclic collector's passes over them would cost as much
-        # as the report itself (they are acyclic, freed as each report is done)
-        with paused_gc():
-            out[policy.name] = _report(policy, period_of[policy.name], cov, rows, announcements, now, history)
+        out[policy.name] = _report(policy, period_of[policy.name], cov, rows, announcements, now, history)
     return out
 
 
@@ -306,7 +306,7 @@ async def claim(session: AsyncSession, policy: Policy, claim_start: datetime, cl
         return None
     maintenance = [*(await maintenance_of(session, [policy.name]))[policy.name], *extra_maintenance]
     check_kinds(policy, maintenance)
-    rounds = rounds_from_runs(policy, runs, max(claim_start, coverage.first_slot), claim_end)
+    rounds = spans_from_runs(policy, runs, max(claim_start, coverage.first_slot), claim_end)
     return verify_claim(policy, claim_start, claim_end, [window_of(w) for w in rows], maintenance, rounds=rounds)
 
 

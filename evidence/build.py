@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import canonical, merkle
+from . import canonical, merkle, series as _series
 from .bundle import FORMAT, node_key
 from .checkpoint import Checkpoint, format_vkey, sign_checkpoint
 from .canonical import canonical_time
@@ -125,6 +125,8 @@ class EvidenceKeeper:
         self.batches: list[StoredBatch] = []
         self.maintenance: dict[int, list[tuple[int, dict]]] = {}   # id -> [(log_index, record)]
         self.stored: dict[tuple[str, str], dict] = {}               # (agent, result id) -> first stored
+        self.series: dict[int, list[tuple[int, dict]]] = {}        # series id -> [(log_index, record)]
+        self.occurrence_cancellations: dict[int, list[tuple[int, dict]]] = {}  # series id -> [(log_index, record)]
         self._slots: dict[str, datetime] = {}
 
     # -- what the collector does as things happen --------------------------------------------
@@ -172,7 +174,56 @@ class EvidenceKeeper:
         record.update(cancelled_at=canonical_time(at), cancelled_by=by, cancel_reason=reason)
         return self.record_maintenance(record)
 
+    def record_series(self, record: Mapping[str, Any]) -> int:
+        """A recurring maintenance series recorded (evidence.series.SERIES_FIELDS)."""
+        canon = _series.series_record(record)
+        index = self.log.append(_series.series_entry(canon))
+        self.series.setdefault(canon["id"], []).append((index, canon))
+        return index
+
+    def cancel_series(self, series_id: int, at: datetime, by: str, reason: str) -> int:
+        record = dict(self.series[series_id][-1][1])
+        record.update(cancelled_at=canonical_time(at), cancelled_by=by, cancel_reason=reason)
+        return self.record_series(record)
+
+    def cancel_occurrence(self, series_id: int, start: datetime, at: datetime, by: str, reason: str = "") -> int:
+        canon = _series.cancellation_record({"series_id": series_id, "start": start, "cancelled_at": at,
+                                             "cancelled_by": by, "cancel_reason": reason})
+        index = self.log.append(_series.cancellation_entry(canon))
+        self.occurrence_cancellations.setdefault(series_id, []).append((index, canon))
+        return index
+
     # -- export ------------------------------------------------------------------------------
+    def series_touching(self, policy_name: str, lo: datetime, hi: datetime) -> list[tuple[int, Any]]:
+        """(series id, collector.rules.recurrence.MaintenanceSeries) of every series of the policy
+        with an occurrence (cancelled ones too) overlapping [lo, hi): the range a report or claim
+        expands its series over (whole local months). Each occurrence cancellation counts from its
+        first log entry: the first cancellation stands, as in the collector's table."""
+        out = []
+        for series_id, versions in sorted(self.series.items()):
+            last = versions[-1][1]
+            if last["policy"] != policy_name:
+                continue
+            rules = _series.rules_series(last, self._cancellations_of(series_id), validate=False)
+            if rules.announcements(lo, hi):
+                out.append((series_id, rules))
+        return out
+
+    def _cancellations_of(self, series_id: int) -> list[dict]:
+        first: dict[str, dict] = {}
+        for _, record in self.occurrence_cancellations.get(series_id, ()):
+            first.setdefault(record["start"], record)
+        return list(first.values())
+
+    def _series_range(self, policy, kind: str, period: str | None, start: datetime | None, end: datetime | None):
+        """The range the rules core expands series over: a month's report its month
+        (rules.offline.evaluate_offline), a claim its whole local months (verify_claim_offline)."""
+        from collector.rules.periods import month_bounds
+        from collector.rules.recurrence import judged_range
+        if kind == "report":
+            return month_bounds(period, policy.tz)
+        return judged_range(policy.tz, start, end)
+
     def announcements(self, policy_name: str):
         from collector.rules.model import Announcement
         from protocol.timestamps import parse_rfc3339
@@ -213,7 +264,7 @@ class EvidenceKeeper:
         return [b for n, b in enumerate(self.batches) if b.agent in first and first[b.agent] <= n <= last[b.agent]]
 
     def _bundle(self, policy, kind: str, lo: datetime, hi: datetime, report: dict, inputs: dict, *,
-                now: datetime, extra: dict, old_sizes: Sequence[int]) -> dict:
+                now: datetime, extra: dict, old_sizes: Sequence[int], series_ids: Sequence[int] = ()) -> dict:
         chosen = self._select(policy.components, lo, hi)
         wanted = set(policy.components)
         batches = []
@@ -240,6 +291,13 @@ class EvidenceKeeper:
             if versions[-1][1]["policy"] == policy.name:
                 maintenance.append({"versions": [{"log_index": i, "record": r} for i, r in versions]})
                 indices += [i for i, _ in versions]
+        series = []
+        for series_id in series_ids:
+            versions = self.series[series_id]
+            cancellations = self.occurrence_cancellations.get(series_id, [])
+            series.append({"versions": [{"log_index": i, "record": r} for i, r in versions],
+                           "cancellations": [{"log_index": i, "record": r} for i, r in cancellations]})
+            indices += [i for i, _ in versions] + [i for i, _ in cancellations]
         size = self.log.size
         nodes = self.log.nodes(indices, size)
         return {
@@ -250,7 +308,7 @@ class EvidenceKeeper:
                     "consistency": [{"from_size": m, "hashes": [base64.b64encode(h).decode("ascii")
                                                                 for h in self.log.consistency(m, size)]}
                                     for m in old_sizes]},
-            "agents": agents, "batches": batches, "maintenance": maintenance,
+            "agents": agents, "batches": batches, "maintenance": maintenance, "series": series,
             "proof": {"tree_size": size,
                       "nodes": {node_key(*k): base64.b64encode(v).decode("ascii") for k, v in sorted(nodes.items())}},
         }
@@ -271,14 +329,16 @@ class EvidenceKeeper:
         start, end = month_bounds(period, policy.tz)
         margin = evidence_margin(policy)
         lo, hi = start - margin, end + margin
+        touching = self.series_touching(policy.name, *self._series_range(policy, "report", period, None, None))
         report = evaluate_offline(policy, self._observations(policy, lo, hi), period,
-                                  self.announcements(policy.name), now=as_of, history=list(history) if history else None,
+                                  [*self.announcements(policy.name), *(s for _, s in touching)], now=as_of,
+                                  history=list(history) if history else None,
                                   fee=fee, expected_by_component=expected_by_component)
         inputs = {"as_of": None if as_of is None else canonical_time(as_of),
                   "expected_by_component": expected_by_component,
                   "history": [{"period": p, "availability_percent": a} for p, a in (history or [])], "fee": fee}
         return self._bundle(policy, "report", lo, hi, _plain(report), inputs, now=now, extra={"period": period},
-                            old_sizes=old_sizes)
+                            old_sizes=old_sizes, series_ids=[i for i, _ in touching])
 
     def export_claim(self, policy, start: datetime, end: datetime, *, now: datetime, as_of: datetime | None = None,
                      expected_by_component: dict[str, list[str]] | None = None, old_sizes: Sequence[int] = ()) -> dict:
@@ -286,14 +346,15 @@ class EvidenceKeeper:
         from collector.rules.offline import verify_claim_offline
         margin = evidence_margin(policy)
         lo, hi = start - margin, end + margin
+        touching = self.series_touching(policy.name, *self._series_range(policy, "claim", None, start, end))
         claim = verify_claim_offline(policy, self._observations(policy, lo, hi), start, end,
-                                     self.announcements(policy.name), now=as_of,
+                                     [*self.announcements(policy.name), *(s for _, s in touching)], now=as_of,
                                      expected_by_component=expected_by_component)
         inputs = {"as_of": None if as_of is None else canonical_time(as_of),
                   "expected_by_component": expected_by_component, "history": [], "fee": None}
         return self._bundle(policy, "claim", lo, hi, _plain(claim), inputs, now=now,
                             extra={"claim": {"start": canonical_time(start), "end": canonical_time(end)}},
-                            old_sizes=old_sizes)
+                            old_sizes=old_sizes, series_ids=[i for i, _ in touching])
 
 
 def _plain(value: Any) -> Any:
@@ -316,6 +377,7 @@ def result_for(agent: str, check: str, slot: datetime, ok: bool, *, degraded: bo
 
 def bundle_from_observations(policy, period: str, observations: Iterable, *, agent_keys: Mapping[str, Ed25519PrivateKey],
                              log_key: Ed25519PrivateKey, maintenance: Sequence[Mapping[str, Any]] = (),
+                             series: Sequence[Mapping[str, Any]] = (),
                              origin: str = "uptime.example.com/log", results_per_batch: int = 1,
                              received_delay: timedelta = timedelta(seconds=2), now: datetime | None = None,
                              as_of: datetime | None = None, expected_by_component: dict[str, list[str]] | None = None,
@@ -323,15 +385,16 @@ def bundle_from_observations(policy, period: str, observations: Iterable, *, age
     """A report bundle made the way agents and the collector make one, from observations
     (anything with agent, check, ts, ok): each agent signs its results in batches of
     `results_per_batch` in slot order, chained; the collector logs the keys first, then batches
-    and maintenance records (canonical maintenance_record fields) in the order of their times."""
+    and maintenance records (canonical maintenance_record fields) and series (evidence.series
+    SERIES_FIELDS, plus optional `cancelled_occurrences` [{start, cancelled_at, cancelled_by,
+    cancel_reason}]; a series with `cancelled_at` is logged recorded, then cancelled) in the order
+    of their times."""
     obs = sorted(observations, key=lambda o: (o.ts, o.agent, o.check))
     if not obs:
         raise ValueError("no observations")
     keeper = EvidenceKeeper(MemoryLog(origin, log_key))
     start = obs[0].ts - timedelta(days=2)
     from .keys import public_key_text
-    for agent in sorted(agent_keys):
-        keeper.register_key(agent, public_key_text(agent_keys[agent]), start)
     signers = {agent: AgentSigner(agent, key) for agent, key in agent_keys.items()}
     pending: dict[str, list] = {}
     events: list[tuple[datetime, int, str, Any]] = []
@@ -345,10 +408,31 @@ def bundle_from_observations(policy, period: str, observations: Iterable, *, age
     from protocol.timestamps import parse_rfc3339
     for record in maintenance:
         events.append((parse_rfc3339(canonical.maintenance_record(record)["recorded_at"]), len(events), "", record))
+    for item in series:
+        record = {k: v for k, v in item.items() if k != "cancelled_occurrences"}
+        canon = _series.series_record(record)
+        recorded = dict(canon, cancelled_at=None, cancelled_by=None, cancel_reason=None)
+        events.append((parse_rfc3339(canon["recorded_at"]), len(events), "\x00series", recorded))
+        if canon["cancelled_at"] is not None:
+            events.append((parse_rfc3339(canon["cancelled_at"]), len(events), "\x00series", canon))
+        for c in item.get("cancelled_occurrences", ()):
+            c = _series.cancellation_record({"series_id": canon["id"], "cancel_reason": "", **c})
+            events.append((parse_rfc3339(c["cancelled_at"]), len(events), "\x00occurrence", c))
     events.sort(key=lambda e: (e[0], e[1]))
+    # the keys first, logged no later than anything after them (a series recorded weeks ahead)
+    start = min([start, *(at for at, _, agent, _ in events if agent in ("", "\x00series", "\x00occurrence"))])
+    for agent in sorted(agent_keys):
+        keeper.register_key(agent, public_key_text(agent_keys[agent]), start)
     for at, _, agent, item in events:
         if not agent:
             keeper.record_maintenance(item)
+            continue
+        if agent == "\x00series":
+            keeper.record_series(item)
+            continue
+        if agent == "\x00occurrence":
+            keeper.occurrence_cancellations.setdefault(item["series_id"], []).append(
+                (keeper.log.append(_series.cancellation_entry(item)), item))
             continue
         signed = signers[agent].sign(item)
         keeper.accept_batch(agent, item, signed, at)

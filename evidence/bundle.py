@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "UnreadableBundle", "BundleError", "Batch", "AgentKey", "MaintenanceVersion",
+__all__ = ["FORMAT", "UnreadableBundle", "BundleError", "Batch", "AgentKey", "MaintenanceVersion", "SeriesEvidence",
            "LogSection", "Bundle", "load_bundle", "parse_bundle", "save_bundle", "node_key"]
 
 FORMAT = "uptime-verifier/evidence-bundle/v1"
@@ -65,6 +65,15 @@ class MaintenanceVersion:
 
 
 @dataclass(slots=True)
+class SeriesEvidence:
+    """A recurring maintenance series: every version of its record (recorded, then cancelled) and
+    every logged cancellation of one of its occurrences, each with its log index."""
+    position: int                    # index in the bundle's `series`
+    versions: list[MaintenanceVersion]
+    cancellations: list[MaintenanceVersion]
+
+
+@dataclass(slots=True)
 class LogSection:
     origin: str
     key: str                         # verifier key text "<name>+<key id>+<base64>"
@@ -90,6 +99,7 @@ class Bundle:
     maintenance: list[list[MaintenanceVersion]]
     tree_size: int
     nodes: dict[tuple[int, int], bytes]
+    series: list[SeriesEvidence] = field(default_factory=list)   # absent from bundles before series
 
 
 def node_key(start: int, end: int) -> str:
@@ -182,7 +192,7 @@ def _load(raw: bytes, path: Path) -> Bundle:
 
 
 _TOP = ("format", "kind", "created_at", "policy", "period", "claim", "inputs", "report", "log", "agents",
-        "batches", "maintenance", "proof")
+        "batches", "maintenance", "series", "proof")
 _BATCH = ("agent", "prev", "key_id", "signature", "received_at", "log_index", "results", "count", "results_sha256")
 
 
@@ -262,6 +272,23 @@ def parse_bundle(data: dict) -> Bundle:
             raise _fail(f"{p}.versions", "empty")
         maintenance.append(versions)
 
+    series: list[SeriesEvidence] = []
+    for i, item in enumerate(_get(data, "series", "bundle", list, optional=True) or []):
+        p = f"series[{i}]"
+        _obj(item, p)
+        _only(item, ("versions", "cancellations"), p)
+        parts = {}
+        for name in ("versions", "cancellations"):
+            parts[name] = []
+            for j, version in enumerate(_get(item, name, p, list)):
+                q = f"{p}.{name}[{j}]"
+                _obj(version, q)
+                _only(version, ("log_index", "record"), q)
+                parts[name].append(MaintenanceVersion(_index(version, "log_index", q), _get(version, "record", q, dict)))
+        if not parts["versions"]:
+            raise _fail(f"{p}.versions", "empty")
+        series.append(SeriesEvidence(i, parts["versions"], parts["cancellations"]))
+
     proof = _get(data, "proof", "bundle", dict)
     _only(proof, ("tree_size", "nodes"), "proof")
     nodes: dict[tuple[int, int], bytes] = {}
@@ -282,7 +309,7 @@ def parse_bundle(data: dict) -> Bundle:
         policy_hash=_get(policy, "hash", "policy", str), policy_rule=_get(policy, "rule", "policy", dict),
         period=period, claim_start=claim_start, claim_end=claim_end, inputs=inputs,
         report=_get(data, "report", "bundle", dict), log=log_section, agents=agents, batches=batches,
-        maintenance=maintenance, tree_size=_index(proof, "tree_size", "proof"), nodes=nodes)
+        maintenance=maintenance, tree_size=_index(proof, "tree_size", "proof"), nodes=nodes, series=series)
 
 
 def _batch(item: Any, i: int) -> Batch:
@@ -370,6 +397,9 @@ def bundle_json(bundle: Bundle) -> dict:
         batches=batches,
         maintenance=[{"versions": [{"log_index": v.log_index, "record": v.record} for v in versions]}
                      for versions in bundle.maintenance],
+        series=[{"versions": [{"log_index": v.log_index, "record": v.record} for v in s.versions],
+                 "cancellations": [{"log_index": c.log_index, "record": c.record} for c in s.cancellations]}
+                for s in bundle.series],
         proof={"tree_size": bundle.tree_size,
                "nodes": {node_key(*k): base64.b64encode(v).decode("ascii") for k, v in sorted(bundle.nodes.items())}},
     )

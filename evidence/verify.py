@@ -15,10 +15,12 @@ The checks, in order (docs/evidence.md, "Verifying a bundle"):
     before the batch, not revoked before it); the agents' chains: every statement is vouched for
     by a later one that names it (`prev`) or its own signature verifies (every signature with
     --all-signatures), and no statement an agent made between two in the bundle is missing.
- 4. Every log entry the bundle relies on (keys, batches, maintenance records) is in the log at
-    its index: the proof leads to the checkpoint's root. Entries' times follow the log's order.
- 5. The report is recomputed from the results and maintenance with the rules core
-    (collector.rules) and compared figure by figure.
+ 4. Every log entry the bundle relies on (keys, batches, maintenance records, recurring series
+    and their occurrences' cancellations) is in the log at its index: the proof leads to the
+    checkpoint's root. Entries' times follow the log's order.
+ 5. The report is recomputed from the results, maintenance and the series' occurrences (expanded
+    by collector.rules.recurrence) with the rules core (collector.rules) and compared figure by
+    figure.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
-from . import canonical, keys as _keys, merkle
+from . import canonical, keys as _keys, merkle, series as _series
 from .bundle import Batch, Bundle, BundleError, UnreadableBundle, load_bundle
 from .checkpoint import Checkpoint, NoteError, NoteKey, parse_vkey, verify_checkpoint
 
@@ -70,6 +72,8 @@ class Verified:
     grew_from: Checkpoint | None = None
     stated: list[str] = field(default_factory=list)
     unstated: list[str] = field(default_factory=list)
+    series: int = 0
+    cancelled_occurrences: int = 0
 
     def figures(self) -> list[tuple[str, Any]]:
         names = REPORT_FIGURES if self.kind == "report" else CLAIM_FIGURES
@@ -92,7 +96,9 @@ class Verified:
             lines.append(f"  the log grew from your checkpoint of tree size {self.grew_from.size} without rewriting it")
         lines.append(f"  evidence: {self.results} results in {self.batches} batches from {self.agents} agents "
                      f"({self.signatures_checked} signatures checked, the other batches vouched for by their "
-                     f"agents' chains), {self.maintenance} maintenance records, all in the log")
+                     f"agents' chains), {self.maintenance} maintenance records"
+                     + (f", {self.series} recurring maintenance series ({self.cancelled_occurrences} occurrences "
+                        "cancelled)" if self.series else "") + ", all in the log")
         if self.unsigned_results:
             lines.append(f"  unsigned: {self.unsigned_results} results came in unsigned batches (--allow-unsigned)")
         lines.append("  figures, recomputed from the evidence, each equal to the bundle's report:")
@@ -460,6 +466,9 @@ def _verify(bundle: Bundle, *, log_key: NoteKey | None = None, old_checkpoint: s
             raise NotVerified(f"{label}: {err}") from None
     announcements.sort(key=lambda a: (a.start, a.id))
 
+    # 3e. recurring maintenance series: every version, every occurrence's cancellation
+    logged_series = _series_of_bundle(bundle, policy.name, place, timed, when)
+
     lap("maintenance records")
     # 4. the log: every entry at its index, leading to the checkpoint's root
     for index, entry, label in placed:
@@ -499,6 +508,11 @@ def _verify(bundle: Bundle, *, log_key: NoteKey | None = None, old_checkpoint: s
                               "its time was moved back")
         if latest is None or moment > latest[0]:
             latest = (moment, label)
+
+    # the series' rules, once their entries are known to be the logged ones (a changed entry is
+    # named as such, not by what the change broke); expanded for the period by the rules core
+    series, cancelled_count = _series_rules(logged_series, when)
+    announcements += series
 
     lap("log: proof to the checkpoint, time order")
     # 5. the report, recomputed
@@ -541,7 +555,88 @@ def _verify(bundle: Bundle, *, log_key: NoteKey | None = None, old_checkpoint: s
         log_key=f"{log_key.name}+{log_key.key_id}", log_key_pinned=pinned, results=result_count,
         batches=len(bundle.batches), agents=len({b.agent for b in bundle.batches}), signatures_checked=checked,
         unsigned_results=unsigned_results, maintenance=len(bundle.maintenance), report=recomputed,
-        grew_from=grew_from, stated=stated, unstated=unstated)
+        grew_from=grew_from, stated=stated, unstated=unstated, series=len(series),
+        cancelled_occurrences=cancelled_count)
+
+
+def _series_of_bundle(bundle: Bundle, policy_name: str, place, timed: list, when) -> list[tuple[str, dict, list]]:
+    """(label, latest record, cancellations) of each of the bundle's `series`, checked as one-off
+    records are: each version and cancellation canonical and placed at its log index (the proof
+    is checked with every other entry), later versions changing only the cancellation fields, the
+    policy's own, times in log order (_series_rules then reads the rule)."""
+    out = []
+    seen: dict[int, int] = {}
+    for item in bundle.series:
+        n = item.position
+        records = []
+        for v in sorted(item.versions, key=lambda v: v.log_index):
+            try:
+                record = _series.series_record(v.record)
+                place(v.log_index, _series.series_entry(record),
+                      f"maintenance series {record['id']} (log entry {v.log_index})")
+            except canonical.CanonicalError as err:
+                raise NotVerified(f"series[{n}] (log entry {v.log_index}): {err}") from None
+            records.append((v.log_index, record))
+        first_index, first = records[0]
+        label = f"maintenance series {first['id']}"
+        if first["id"] in seen:
+            raise NotVerified(f"{label} is given twice (series[{seen[first['id']]}] and series[{n}])")
+        seen[first["id"]] = n
+        timed.append((first_index, when(first["recorded_at"], label), f"{label}, recorded at {first['recorded_at']}"))
+        for index, record in records[1:]:
+            changed = [f for f in _series.SERIES_FIELDS if record[f] != first[f] and f not in _series.SERIES_CANCEL_FIELDS]
+            if changed:
+                raise NotVerified(f"{label}: its version at log entry {index} changes {', '.join(changed)}; a series "
+                                  "is only ever cancelled, never edited")
+        last = records[-1][1]
+        if last["cancelled_at"] is not None:
+            cancel_index = next(i for i, r in records if r["cancelled_at"] is not None)
+            timed.append((cancel_index, when(last["cancelled_at"], label), f"{label}, cancelled at {last['cancelled_at']}"))
+        if last["policy"] != policy_name:
+            raise NotVerified(f"{label} belongs to policy {last['policy']!r}, not {policy_name!r}")
+        cancellations: dict[str, dict] = {}
+        for c in sorted(item.cancellations, key=lambda c: c.log_index):
+            where = f"{label}: cancellation at log entry {c.log_index}"
+            try:
+                record = _series.cancellation_record(c.record)
+                place(c.log_index, _series.cancellation_entry(record),
+                      f"the cancellation of {label}'s occurrence at {record['start']} (log entry {c.log_index})")
+            except canonical.CanonicalError as err:
+                raise NotVerified(f"series[{n}].cancellations (log entry {c.log_index}): {err}") from None
+            if record["series_id"] != first["id"]:
+                raise NotVerified(f"{where} is of series {record['series_id']}, not of this one")
+            if record["start"] in cancellations:
+                # the collector keeps one cancellation per occurrence (the first stands)
+                raise NotVerified(f"{where} cancels the occurrence at {record['start']} a second time")
+            cancellations[record["start"]] = record
+            what = f"the cancellation of {label}'s occurrence at {record['start']}"
+            timed.append((c.log_index, when(record["cancelled_at"], what), f"{what}, at {record['cancelled_at']}"))
+        out.append((label, last, list(cancellations.values())))
+    return out
+
+
+def _series_rules(logged: list[tuple[str, dict, list]], when) -> tuple[list, int]:
+    """The rules core's series (collector.rules.recurrence.MaintenanceSeries) of the logged ones,
+    each rule valid as the collector requires when it records one (which also bounds what
+    expanding it costs), and every cancellation naming one of its occurrences."""
+    from collector.rules.recurrence import RecurrenceError
+    out = []
+    cancelled_count = 0
+    for label, last, cancellations in logged:
+        try:
+            rules = _series.rules_series(last, cancellations)
+        except RecurrenceError as err:
+            raise NotVerified(f"{label}: {err}") from None
+        except ValueError as err:
+            raise NotVerified(f"{label}: {err}") from None
+        for record in cancellations:
+            moment = when(record["start"], label)
+            if not rules.recurrence.is_occurrence(moment):
+                raise NotVerified(f"{label}: the cancellation of {record['start']} names no occurrence of "
+                                  f"{last['rrule']} from {last['start']}")
+        cancelled_count += len(cancellations)
+        out.append(rules)
+    return out, cancelled_count
 
 
 def _first_difference(stated: Any, recomputed: Any, path: str, unstated: list[str]) -> str | None:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
 from collector.db import Base
+from collector.partitions import include_in_comparison
 
 config = context.config
 target_metadata = Base.metadata
@@ -28,7 +29,9 @@ def run_migrations_offline() -> None:
 
 def do_run_migrations(connection: Connection) -> None:
     # Batch mode lets SQLite alter tables (it rebuilds them); PostgreSQL ignores it.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    # on PostgreSQL `results` is partitioned by month: its partitions are not tables of the models
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                      include_object=include_in_comparison)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -28,6 +28,7 @@ def config(database_url: str) -> dict:
     return {
         "database_url": database_url,
         "evaluation": {"interval": "1h", "grace": "5s"},
+        "admin_token": "admin-token-0123456789",
         "agents": [{"id": a, "token": t} for a, t in TOKENS.items()],
         "checks": [
             {"name": "cart", **HTTP, "display_name": "Shopping cart"},
@@ -184,3 +185,18 @@ async def test_a_large_page_is_computed_once_for_its_readers_and_refreshed_behin
     # a page not to be kept is computed for every reader
     assert (await cache.get("s", small)).body == b"small" and (await cache.get("s", small)).body == b"small"
     assert len(calls) == 4 and "s" not in cache.kept
+
+
+async def test_a_recurring_series_shows_its_upcoming_occurrences_judged_by_the_contract(shop) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=2, minute=0, second=0, microsecond=0)
+    resp = await shop.post("/api/v1/maintenance", headers={"Authorization": "Bearer admin-token-0123456789"},
+                           json={"policy": "shop", "kind": "planned", "start": tomorrow.isoformat(),
+                                 "rrule": "FREQ=DAILY;COUNT=30", "duration": "1h", "note": "nightly backup"})
+    assert resp.status == 201, await resp.text()
+    text = text_of(await get_page(shop, "/services/shop"))
+    # a week ahead is listed; recorded a day before, short of the 72 hours' notice planned maintenance
+    # longer than 15 minutes needs (Numezis SaaS SLA §4.1): not compliant
+    assert 1 <= text.count("Planned maintenance: Web shop (upcoming)") <= 8
+    assert "nightly backup" in text and "not compliant" in text
+    feed = await (await shop.get("/feed.atom")).text()
+    assert "Recurring planned maintenance of shop announced" in feed and "FREQ=DAILY;COUNT=30, 1 h each" in feed

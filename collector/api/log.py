@@ -247,7 +247,8 @@ async def get_consistency(request: web.Request) -> web.Response:
 
 async def load_keeper(session, elog: EvidenceLog):
     """An evidence.build.EvidenceKeeper holding what the database keeps: the log's entries, the
-    agents' keys, the logged batches with their stored results, and every maintenance version;
+    agents' keys, the logged batches with their stored results, every maintenance version and
+    every recurring series' versions and occurrence cancellations;
     its export_report then builds the bundle exactly as the reference does."""
     import json
 
@@ -260,6 +261,8 @@ async def load_keeper(session, elog: EvidenceLog):
     memory = MemoryLog(elog.origin, elog.key)
     size = await store.log_size(session)
     maintenance: dict[int, list] = {}
+    series: dict[int, list] = {}
+    occurrences: dict[int, list] = {}
     rows = await session.execute(select(LogEntry.index, LogEntry.entry, LogEntry.kind).where(LogEntry.index < size)
                                  .order_by(LogEntry.index))
     for index, entry, kind in rows.all():
@@ -269,8 +272,16 @@ async def load_keeper(session, elog: EvidenceLog):
         if kind == "maintenance":
             record = json.loads(entry)["record"]
             maintenance.setdefault(record["id"], []).append((index, record))
+        elif kind == "maintenance_series":   # a series' version, or one occurrence's cancellation
+            logged = json.loads(entry)
+            record = logged["record"]
+            if logged["type"] == "maintenance_series":
+                series.setdefault(record["id"], []).append((index, record))
+            else:
+                occurrences.setdefault(record["series_id"], []).append((index, record))
     keeper = EvidenceKeeper(memory)
     keeper.maintenance = maintenance
+    keeper.series, keeper.occurrence_cancellations = series, occurrences
     for k in (await session.scalars(select(AgentKey).order_by(AgentKey.log_index))).all():
         item = {"key": k.public_key, "registered_at": canonical.canonical_time(k.registered_at), "log_index": k.log_index}
         if k.revoked_at is not None:

@@ -22,8 +22,8 @@ from .periods import days_in_month, month_bounds, period_of
 from .policy import Policy
 from .windows import is_down
 
-__all__ = ["build_report", "verify_claim", "render_text", "render_csv", "render_claim_text", "evidence_summary",
-           "CSV_COLUMNS"]
+__all__ = ["build_report", "verify_claim", "RoundSpans", "render_text", "render_csv", "render_claim_text",
+           "evidence_summary", "CSV_COLUMNS"]
 
 UTC = timezone.utc
 _US = timedelta(microseconds=1)
@@ -120,6 +120,130 @@ def _minus(parts: list, holes: list) -> list:
     return out
 
 
+class RoundSpans:
+    """The rounds of a stretch given as spans of one verdict, so that a month is a handful of
+    spans rather than 43,200 rounds (reports from the evaluator's runs of non-UP rounds).
+
+    A span (start, end, verdict) stands for one round of `verdict`, with no component evidence,
+    at every slot of the `interval` grid (slots since the Unix epoch, as rounds.slot_of) that
+    starts in [start, end). Spans may come in any order but must not share a slot; a slot no
+    span covers was not given, as a round missing from a list. Iterating yields those rounds in
+    slot order, so it stands wherever a sequence of rounds does; build_report and verify_claim
+    count its slots by arithmetic, span by span, and give the same dict as on the rounds
+    themselves (tests/test_report_spans.py holds the two equal).
+    """
+
+    __slots__ = ("interval", "spans", "_iu")
+
+    def __init__(self, interval: float, spans) -> None:
+        iu = round(interval * 1_000_000)
+        if iu <= 0:
+            raise ValueError(f"the slot interval must be positive, not {interval!r}")
+        grid = []
+        for start, end, verdict in spans:
+            first, stop = -(-_us_of(start) // iu) * iu, -(-_us_of(end) // iu) * iu
+            if stop > first:
+                grid.append((first, stop, Verdict(verdict)))
+        grid.sort(key=lambda span: span[0])
+        joined: list = []
+        for first, stop, verdict in grid:
+            if joined and first < joined[-1][1]:
+                raise ValueError(f"spans share slots: one ends {iso(_EPOCH + joined[-1][1] * _US)}, "
+                                 f"the next starts {iso(_EPOCH + first * _US)}")
+            if joined and first == joined[-1][1] and verdict is joined[-1][2]:
+                joined[-1] = (joined[-1][0], stop, verdict)
+            else:
+                joined.append((first, stop, verdict))
+        self.interval = interval
+        self._iu = iu
+        # (first slot, end of the last slot, verdict), sorted, disjoint, on the grid
+        self.spans = tuple((_EPOCH + first * _US, _EPOCH + stop * _US, verdict) for first, stop, verdict in joined)
+
+    def __iter__(self):
+        step = timedelta(microseconds=self._iu)
+        for first, stop, verdict in self.spans:
+            for k in range((stop - first) // step):
+                yield Round(first + step * k, verdict, ())
+
+    def __len__(self) -> int:
+        return sum((stop - first) // _US // self._iu for first, stop, _ in self.spans)
+
+    def __repr__(self) -> str:
+        return f"RoundSpans({self.interval!r}, {[(iso(a), iso(b), v.value) for a, b, v in self.spans]!r})"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _us_of(moment: datetime) -> int:
+    return (moment - _EPOCH) // _US
+
+
+def _grid_of(policy: Policy, rounds: RoundSpans) -> int:
+    """The spans' slot interval in microseconds, which must be the policy's."""
+    if rounds._iu != round(policy.interval * 1_000_000):
+        raise ValueError(f"the rounds are on a {rounds.interval} s grid, the policy's interval is {policy.interval} s")
+    return rounds._iu
+
+
+def _tally_rounds(policy: Policy, rounds: Sequence[Round], measured_from: datetime, judged_until: datetime):
+    """Per verdict the rounds of distinct slots that share time with [measured_from,
+    judged_until) (the first round of a slot wins), their minutes with a verdict, DEGRADED
+    minutes, and the spans of evidence of up time and of down time."""
+    known = {}
+    counts = {"up": 0, "degraded": 0, "failed": 0, "unknown": 0}
+    step = timedelta(seconds=policy.interval)
+    known_minutes = degraded_minutes = Fraction(0)
+    up_spans: list = []
+    failed_spans: list = []
+    for rnd in rounds:
+        if rnd.slot + step <= measured_from or rnd.slot >= judged_until or rnd.slot in known:
+            continue
+        known[rnd.slot] = rnd.verdict
+        if rnd.verdict != Verdict.UNKNOWN:
+            span_start, span_end = max(rnd.slot, measured_from), min(rnd.slot + step, judged_until)
+            minutes = minutes_between(span_start, span_end)
+            known_minutes += minutes
+            if rnd.verdict == Verdict.DEGRADED:
+                degraded_minutes += minutes
+            # a DEGRADED round is evidence of up time unless the policy counts it as down
+            _add_span(failed_spans if is_down(policy, rnd.verdict) else up_spans, span_start, span_end)
+    for verdict in known.values():
+        counts[Verdict(verdict).value] += 1
+    return counts, len(known), known_minutes, degraded_minutes, up_spans, failed_spans
+
+
+def _tally_spans(policy: Policy, rounds: RoundSpans, measured_from: datetime, judged_until: datetime):
+    """_tally_rounds on the rounds a RoundSpans stands for, a span at a time: its slots that
+    share time with [measured_from, judged_until) are those in [floor(measured_from),
+    ceil(judged_until)) on the grid, and their clipped minutes are one interval."""
+    iu = _grid_of(policy, rounds)
+    lower = _us_of(measured_from)
+    lower -= lower % iu
+    upper = -(-_us_of(judged_until) // iu) * iu
+    lower_at, upper_at = _EPOCH + lower * _US, _EPOCH + upper * _US
+    counts = {"up": 0, "degraded": 0, "failed": 0, "unknown": 0}
+    given = 0
+    known_minutes = degraded_minutes = Fraction(0)
+    up_spans: list = []
+    failed_spans: list = []
+    for first, stop, verdict in rounds.spans:
+        lo, hi = max(first, lower_at), min(stop, upper_at)
+        if hi <= lo:
+            continue
+        n = (hi - lo) // _US // iu
+        counts[verdict.value] += n
+        given += n
+        if verdict != Verdict.UNKNOWN:
+            span_start, span_end = max(lo, measured_from), min(hi, judged_until)
+            minutes = minutes_between(span_start, span_end)
+            known_minutes += minutes
+            if verdict == Verdict.DEGRADED:
+                degraded_minutes += minutes
+            _add_span(failed_spans if is_down(policy, verdict) else up_spans, span_start, span_end)
+    return counts, given, known_minutes, degraded_minutes, up_spans, failed_spans
+
+
 def _intervals(parts) -> list[dict]:
     """[{start, end, minutes}] for JSON."""
     return [{"start": iso(s), "end": iso(e), "minutes": number(minutes_between(s, e))} for s, e in parts]
@@ -140,7 +264,7 @@ def _judge(downtime: Fraction, undecided: Fraction, allowed: Fraction, evidence:
     return "met" if downtime + undecided <= allowed else "undetermined"
 
 
-def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: Sequence[Window],
+def build_report(policy: Policy, period: str, rounds: Sequence[Round] | RoundSpans, windows: Sequence[Window],
                  maintenance: Sequence[Announcement], *, now: datetime | None = None, history=None,
                  fee: float | None = None, include_evidence: bool = False) -> dict:
     """The report of one period under one policy.
@@ -183,6 +307,9 @@ def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: 
     are null (never 100) and the verdict is undetermined. With `now` inside the period, minutes
     after the last finished slot are not counted as unknown (they have not happened yet).
     With no undecided minutes, best and worst coincide and every figure is what it always was.
+
+    `rounds` is a sequence of rounds or a RoundSpans (the same rounds as spans of one verdict,
+    counted per span: the same dict, at the cost of a handful of spans instead of every slot).
     """
     target = policy.require_target()
     tz = policy.tz
@@ -222,27 +349,10 @@ def build_report(policy: Policy, period: str, rounds: Sequence[Round], windows: 
     judged_until = until if until == period_end else _slot_floor(until, policy.interval)
     judged_until = max(judged_until, measured_from)
     expected_rounds = _slots_overlapping(measured_from, judged_until, policy.interval)
-    known = {}
-    counts = {"up": 0, "degraded": 0, "failed": 0, "unknown": 0}
-    step = timedelta(seconds=policy.interval)
-    known_minutes = degraded_minutes = Fraction(0)
-    up_spans: list = []
-    failed_spans: list = []
-    for rnd in rounds:
-        if rnd.slot + step <= measured_from or rnd.slot >= judged_until or rnd.slot in known:
-            continue
-        known[rnd.slot] = rnd.verdict
-        if rnd.verdict != Verdict.UNKNOWN:
-            span_start, span_end = max(rnd.slot, measured_from), min(rnd.slot + step, judged_until)
-            minutes = minutes_between(span_start, span_end)
-            known_minutes += minutes
-            if rnd.verdict == Verdict.DEGRADED:
-                degraded_minutes += minutes
-            # a DEGRADED round is evidence of up time unless the policy counts it as down
-            _add_span(failed_spans if is_down(policy, rnd.verdict) else up_spans, span_start, span_end)
-    for verdict in known.values():
-        counts[Verdict(verdict).value] += 1
-    counts["unknown"] += max(0, expected_rounds - len(known))  # slots nobody gave us are UNKNOWN
+    tally = _tally_spans if isinstance(rounds, RoundSpans) else _tally_rounds
+    counts, given, known_minutes, degraded_minutes, up_spans, failed_spans = tally(
+        policy, rounds, measured_from, judged_until)
+    counts["unknown"] += max(0, expected_rounds - given)  # slots nobody gave us are UNKNOWN
     judged = counts["up"] + counts["degraded"] + counts["failed"]
     coverage = (Fraction(judged, expected_rounds) * 100) if expected_rounds else None
     unknown_minutes = minutes_between(measured_from, judged_until) - known_minutes
@@ -495,7 +605,7 @@ def _credit(policy: Policy, period: str, period_end, total, downtime, availabili
 
 def verify_claim(policy: Policy, start: datetime, end: datetime, windows: Sequence[Window],
                  maintenance: Sequence[Announcement], *, now: datetime | None = None,
-                 rounds: Sequence[Round] | None = None) -> dict:
+                 rounds: Sequence[Round] | RoundSpans | None = None) -> dict:
     """A Claimed Outage [start, end) checked against the verified windows (Nexcess: "Nexcess will
     review Claimed Outages against Verified Outages"; "Qualifying Outage Minutes ... minus any
     Excluded Minutes").
@@ -515,6 +625,7 @@ def verify_claim(policy: Policy, start: datetime, end: datetime, windows: Sequen
          unknown_minutes / unknown_intervals              no evidence: UNKNOWN rounds, no rounds, or
                                                           after `now`
        unknown_excluded_minutes: the part of unknown_minutes inside allowed maintenance.
+       `rounds` may be a RoundSpans (the same answer, per span).
        Without `rounds` the four are not split: refuted, short-failure and unknown fields are null
        and `evidence_note` says why; unverified_minutes (claimed − verified) is always given.
     """
@@ -591,6 +702,14 @@ def _claim_evidence(policy: Policy, claim: tuple[datetime, datetime], verified: 
     seen: set = set()
     up_spans: list = []
     failed_spans: list = []
+    if isinstance(rounds, RoundSpans):
+        _grid_of(policy, rounds)
+        # the same spans as round by round below: a span's slots, clipped to the claim, are one interval
+        for first, stop, verdict in rounds.spans:
+            span = clip((first, stop), *claim) if verdict != Verdict.UNKNOWN else None
+            if span is not None:
+                _add_span(failed_spans if is_down(policy, verdict) else up_spans, *span)
+        rounds = ()
     for rnd in sorted(rounds, key=lambda r: r.slot):
         if rnd.slot in seen:
             continue

@@ -47,9 +47,10 @@ class FeedEvent:
 
 
 def feed_events(*, now: datetime, policies: dict[str, Policy], windows: Iterable[Any],
-                maintenance: Iterable[Any], incidents: Iterable[Any] = ()) -> list[FeedEvent]:
+                maintenance: Iterable[Any], incidents: Iterable[Any] = (), series: Iterable[Any] = ()) -> list[FeedEvent]:
     """The events of the last FEED_DAYS days for the configured policies, newest first.
-    `incidents`: collector.incidents.IncidentRecord, with their updates."""
+    `incidents`: collector.incidents.IncidentRecord, with their updates; `series`: recurring
+    maintenance series with their cancelled occurrences (store.list_maintenance_series)."""
     since = now - timedelta(days=FEED_DAYS)
     events: list[FeedEvent] = []
     for w in windows:
@@ -91,8 +92,42 @@ def feed_events(*, now: datetime, policies: dict[str, Policy], windows: Iterable
                 m.cancelled_at, "maintenance-cancelled", policy.name, f"maintenance-{m.id}-cancelled",
                 f"{what} cancelled", f"{what} {span} was cancelled at {moment(m.cancelled_at)}{reason}.{note}", report))
     events.extend(incident_events(incidents, since, now))
+    events.extend(series_events(series, policies, since, now))
     events.sort(key=lambda e: (e.at, e.key), reverse=True)
     return events[:MAX_ENTRIES]
+
+
+def series_events(series: Iterable[Any], policies: dict[str, Policy], since: datetime, now: datetime) -> list[FeedEvent]:
+    """A recurring series recorded, cancelled as a whole, and each occurrence cancelled."""
+    out = []
+    for row, cancelled in series:
+        policy = policies.get(row.policy)
+        if policy is None:
+            continue
+        report = policy_url(policy.name, period_of(row.start, policy.tz))
+        what = f"Recurring {(row.kind or 'announced')} maintenance of {policy.name}"
+        rule = (f"{row.rrule}, {duration(row.duration_seconds)} each, from {moment(row.start)}"
+                f"{'' if row.timezone in (None, 'UTC') else f' ({row.timezone} local time)'}")
+        note = f" Note: {row.note}" if row.note else ""
+        if since <= row.recorded_at <= now:
+            out.append(FeedEvent(row.recorded_at, "maintenance-announced", policy.name,
+                                 f"maintenance-series-{row.id}-announced", f"{what} announced",
+                                 f"{what}: {rule}; recorded at {moment(row.recorded_at)}.{note}", report))
+        if row.cancelled_at is not None and since <= row.cancelled_at <= now:
+            reason = f": {row.cancel_reason}" if row.cancel_reason else ""
+            out.append(FeedEvent(row.cancelled_at, "maintenance-cancelled", policy.name,
+                                 f"maintenance-series-{row.id}-cancelled", f"{what} cancelled",
+                                 f"{what} ({rule}) was cancelled at {moment(row.cancelled_at)}{reason}.", report))
+        for c in cancelled:
+            if since <= c.cancelled_at <= now:
+                reason = f": {c.cancel_reason}" if c.cancel_reason else ""
+                out.append(FeedEvent(
+                    c.cancelled_at, "maintenance-cancelled", policy.name,
+                    f"maintenance-series-{row.id}-occurrence-{c.start.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-cancelled",
+                    f"{what}: one occurrence cancelled",
+                    f"The occurrence starting {moment(c.start)} was cancelled at {moment(c.cancelled_at)}{reason}.",
+                    policy_url(policy.name, period_of(c.start, policy.tz))))
+    return out
 
 
 def incident_events(incidents: Iterable[Any], since: datetime, now: datetime) -> list[FeedEvent]:

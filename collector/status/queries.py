@@ -14,15 +14,19 @@ Like collector.store, these only read; the caller owns the session.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from collector import store
 from collector.db import Check, Maintenance, OutageWindow, Result
+from collector.reporting import series_of
+from collector.rules.recurrence import expand_maintenance
 
-__all__ = ["windows_since", "window_evidence", "maintenance_since", "evidence_days", "evidence_and_first_slots", "latest_slots", "window_results"]
+__all__ = ["windows_since", "window_evidence", "maintenance_since", "series_occurrences", "OccurrenceRow", "evidence_days", "evidence_and_first_slots", "latest_slots", "window_results"]
 
 DAY = timedelta(days=1)
 
@@ -48,6 +52,38 @@ async def maintenance_since(session: AsyncSession, since: datetime) -> list[Main
     """Every announcement ending after `since` (including those still ahead), all policies."""
     stmt = select(Maintenance).where(Maintenance.end > since).order_by(Maintenance.start, Maintenance.id)
     return list((await session.scalars(stmt)).all())
+
+
+@dataclass(frozen=True)
+class OccurrenceRow:
+    """One occurrence of a recurring maintenance series, shaped like a `maintenance` row for the
+    pages (it is judged as an announcement recorded when its series was)."""
+    policy: str
+    kind: str
+    start: datetime
+    end: datetime
+    recorded_at: datetime | None
+    stated_announced: datetime | None
+    note: str
+    recorded_by: str
+    author: str
+    cancelled_at: datetime | None
+    cancel_reason: str
+    id: int | None = None
+
+
+async def series_occurrences(session: AsyncSession, since: datetime, until: datetime) -> list[OccurrenceRow]:
+    """The occurrences of every recurring series overlapping [since, until), cancelled ones too."""
+    by_policy: dict[str, list[Any]] = {}
+    for row, cancelled in await store.list_maintenance_series(session):
+        by_policy.setdefault(row.policy, []).append((row, series_of(row, cancelled)))
+    out = []
+    for policy, series in sorted(by_policy.items()):
+        for ann in expand_maintenance([s for _row, s in series], since, until, include_cancelled=True):
+            out.append(OccurrenceRow(policy, ann.kind, ann.start, ann.end, ann.recorded_at, ann.announced,
+                                     ann.note or "recurring maintenance", ann.recorded_by, ann.author,
+                                     ann.cancelled_at, ann.cancel_reason, None))
+    return out
 
 
 async def evidence_days(session: AsyncSession, checks: Sequence[str], starts: Sequence[datetime]) -> dict[str, set[int]]:

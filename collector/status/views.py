@@ -106,6 +106,10 @@ def _private(request: web.Request) -> bool:
     return not admin_token_matches(token.strip() if scheme.lower() == "bearer" else "", expected)
 
 
+# How far ahead a recurring series' occurrences are shown as upcoming maintenance.
+UPCOMING = timedelta(days=7)
+
+
 def presentation_of(state: Any) -> dict[str, Presentation]:
     """Which services the page shows, under which names and groups (directory.py)."""
     contracts = (state.contract_entries.values() if state.checks_version is not None else state.config.policies)
@@ -134,6 +138,8 @@ async def _page_data(state: Any, now: datetime, days: Days, policies: dict[str, 
         windows = await queries.windows_since(session, min(since, days.starts[0]))
         # a month more of maintenance: monthly budgets count the announcements before `since`
         maintenance = await queries.maintenance_since(session, since - timedelta(days=31))
+        # recurring series: their occurrences up to a week ahead (the page lists what is upcoming)
+        maintenance += await queries.series_occurrences(session, since - timedelta(days=31), now + UPCOMING)
         evidence, first_slots, latest, runs, judged, up_since = {}, {}, {}, {}, {}, {}
         if with_services:  # the history page lists outages and maintenance only
             evidence, first_slots = await queries.evidence_and_first_slots(session, checks, days.starts)
@@ -409,10 +415,11 @@ async def status_feed(request: web.Request) -> web.Response:
             # (or cancelled) inside it: its events are filtered by when they happened
             maintenance = await queries.maintenance_since(session, since - timedelta(days=365))
             incidents = await list_incidents(session, since=since)
+            series = await store.list_maintenance_series(session)
     except _DB_ERRORS as err:
         log.warning("status feed: database unavailable: %s", err.__class__.__name__)
         return web.Response(status=503, text="database unavailable, retry later\n", headers={"Retry-After": "5"})
-    events = feed_events(now=now, policies=state.policies, windows=windows, maintenance=maintenance,
+    events = feed_events(now=now, policies=state.policies, windows=windows, maintenance=maintenance, series=series,
                          incidents=incidents)
     body = await asyncio.to_thread(build_feed, events, base_url=_base_url(request), now=now)
     response = web.Response(body=body, content_type="application/atom+xml", charset="utf-8",
