@@ -99,7 +99,7 @@ def exposed_series_names() -> set[str]:
     from collector.metrics import CollectorMetrics
 
     state = SimpleNamespace(
-        last_probe={}, agent_contact={}, policy_status={}, policies={}, leases={}, version="test",
+        last_probe={}, agent_contact={}, policy_status={}, policies={}, leases={}, version="test", shards_held=frozenset(),
         evaluator=SimpleNamespace(open_windows=lambda: {}), config=SimpleNamespace(max_clock_offset=2.0),
     )
     collector = CollectorMetrics()
