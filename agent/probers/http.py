@@ -357,8 +357,14 @@ async def _probe(
         )
         return ProbeResult.failure("internal", f"{type(exc).__name__}: {exc}")
 
+    return judge_reply(check, reply, timing.seconds())
+
+
+def judge_reply(check: Any, reply: Any, phases: dict) -> ProbeResult:
+    """A reply that arrived, judged by the check: certificate expiry, status, body match. Shared
+    by both HTTP clients (this one and http_lean), so that they fail for the same reasons."""
     status = reply.status
-    details = {"status_code": status, "latency_ms": reply.latency_ms, "phases": timing.seconds(),
+    details = {"status_code": status, "latency_ms": reply.latency_ms, "phases": phases,
                "final_url": str(reply.url), "redirects": reply.redirects, "cert": reply.cert}
     if reply.cert is not None:
         problem = tls.expiry_problem(reply.cert, check.min_cert_days)

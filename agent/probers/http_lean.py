@@ -50,7 +50,7 @@ from protocol.durations import format_duration
 from protocol.redact import is_secret_header, redact_text, redact_url, secret_values
 from agent.probers import tls
 from agent.probers.guard import AddressGuard, Hop, legacy_ipv4
-from agent.probers.http import (MAX_BODY_BYTES, MAX_REDIRECTS, PHASES, REDIRECT_STATUSES, FetchFailed, _origin,
+from agent.probers.http import (MAX_BODY_BYTES, MAX_REDIRECTS, PHASES, REDIRECT_STATUSES, FetchFailed, _origin, judge_reply,
                                 _short, user_agent)
 from agent.probers.result import CertInfo, ProbeResult
 
@@ -551,24 +551,7 @@ async def _probe(check: HttpCheck, *, agent_id: str | None, guard: AddressGuard 
         )
         return ProbeResult.failure("internal", f"{type(exc).__name__}: {exc}")
 
-    status = reply.status
-    details = {"status_code": status, "latency_ms": reply.latency_ms, "phases": clock.seconds(),
-               "final_url": str(reply.url), "redirects": reply.redirects, "cert": reply.cert}
-    if reply.cert is not None:
-        problem = tls.expiry_problem(reply.cert, check.min_cert_days)
-        if problem is not None:
-            return ProbeResult.failure("cert_expiry", problem, **details)
-    if not check.accepts_status(status):
-        wanted = check.expected_status if check.expected_status is not None else "2xx"
-        return ProbeResult.failure("status", f"status {status} not in {wanted}", **details)
-    if check.body_match is not None:
-        text = reply.body.decode(reply.charset, errors="replace")
-        if not re.search(check.body_match, text):
-            return ProbeResult.failure(
-                "body", f"body does not match {check.body_match!r} (first {len(reply.body)} bytes read)", **details,
-            )
-    latency = details.pop("latency_ms")
-    return ProbeResult.success(latency, **details)
+    return judge_reply(check, reply, clock.seconds())
 
 
 # --- helpers --------------------------------------------------------------------------------
